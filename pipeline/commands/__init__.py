@@ -1,0 +1,1 @@
+"""Sub-commands of ``diffda``: each module has ``register(subparsers)`` setting ``func``."""

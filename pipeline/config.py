@@ -1,0 +1,167 @@
+r"""The one configuration model, validated once at the edge (CLI or job submission).
+
+A config is YAML (or nothing: the embedded default) plus ``--set key=value`` overrides with
+dotted keys. Unknown keys and bad values fail before any work with a message naming the key.
+The core never sees this model's dicts: :mod:`pipeline.run` turns it into plain objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from .errors import DiffdaError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(DiffdaError, ValueError):
+    """A configuration problem, with a message naming the key and the fix."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    preset: Literal["linear", "lorenz96", "lorenz63", "sphere"] = "lorenz96"
+    dir: Path | None = Field(None, description="inputs (truth.zarr, observations.zarr); made when absent")
+    params: dict[str, Any] = Field(default_factory=dict, description="make-data keys, e.g. {cycles: 200}")
+
+
+class ScheduleConfig(Section):
+    kind: Literal["vp-linear", "vp-cosine", "ve", "edm"] = "vp-cosine"
+    params: dict[str, float] = Field(default_factory=dict)
+
+
+class SamplerConfig(Section):
+    steps: int = Field(32, ge=1, description="reverse-diffusion steps per propagation")
+    eta: float = Field(1.0, ge=0.0, description="0 = probability-flow ODE (DDIM), 1 = reverse SDE (DDPM)")
+    corrections: int = Field(0, ge=0, description="Langevin corrections between steps")
+    delta: float = Field(0.1, gt=0.0, description="Langevin step size as a fraction of sigma_t^2")
+    t_min: float = Field(1e-3, gt=0.0, lt=1.0, description="last diffusion time of the grid")
+    grid: Literal["uniform", "log-snr"] = "uniform"
+
+
+class GuidanceConfig(Section):
+    method: Literal["dps", "sda", "mmps"] = "mmps"
+    cg_iterations: int = Field(8, ge=1, description="MMPS conjugate-gradient iterations")
+    gamma: float = Field(1e-2, gt=0.0, description="SDA prior covariance scale Gamma = gamma I")
+    scale: float = Field(1.0, gt=0.0, description="DPS step multiplier")
+
+
+class ModelConfig(Section):
+    kind: Literal["gaussian", "kde", "neural"] = "gaussian"
+    archive: int = Field(4096, ge=16, description="KDE: number of (x^k, x^{k+1}) pairs in the archive")
+    bandwidth: float | None = Field(None, gt=0.0, description="KDE: bandwidth factor; None = Scott's rule")
+    checkpoint: Path | None = Field(None, description="neural: checkpoint directory")
+
+
+class FilterConfig(Section):
+    method: Literal["pf-optimal", "pf-bootstrap", "etkf"] = "pf-optimal"
+    particles: int = Field(64, ge=1)
+    weights: Literal["seed", "inflated"] = "inflated"
+    resample_threshold: float = Field(0.5, ge=0.0, le=1.0, description="resample when ESS/N falls below")
+    regularization: float = Field(0.0, ge=0.0, description="jitter scale 'reg' (DAPPER); 0 = off")
+    inflation: float = Field(1.0, ge=1.0, description="ETKF multiplicative inflation")
+    spinup: int = Field(0, ge=0, description="cycles left out of the summary metrics")
+
+
+class RunConfig(Section):
+    seed: int = 0
+    device: str = "auto"
+    dtype: Literal["float64", "float32", "bfloat16"] = "float64"
+    micro_batch: int = Field(0, ge=0, description="particles per denoiser batch; 0 = automatic")
+    cycles: int | None = Field(None, ge=1, description="assimilate only the first N cycles")
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    checkpoint_every: int = Field(1, ge=1, description="checkpoint every N cycles")
+    members: bool = False
+
+
+class Config(Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    guidance: GuidanceConfig = Field(default_factory=GuidanceConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @field_validator("guidance", mode="before")
+    @classmethod
+    def _guidance_shorthand(cls, v: Any) -> Any:
+        return {"method": v} if isinstance(v, str) else v
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_shorthand(cls, v: Any) -> Any:
+        return {"kind": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Config":
+        if self.model.kind == "neural" and self.data.preset != "sphere":
+            raise ValueError("model=neural needs gridded data: set data.preset=sphere")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: YAML scalars (``12``, ``0.5``, ``true``, ``null``, ``[1, 2]``)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings to a nested dict (shorthands ``guidance=mmps`` expand)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set filter.particles=100")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = raw
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if isinstance(nxt, str):  # shorthand such as guidance: mmps
+                nxt = {"method" if p == "guidance" else "kind": nxt}
+            if nxt is None:
+                nxt = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[:-1])} is not a section")
+            node[p] = nxt
+            node = nxt
+        node[parts[-1]] = parse_value(value)
+    return raw
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(config)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown key {key!r}: remove it or check its spelling")
+        else:
+            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> Config:
+    """Read YAML (optional), apply overrides, validate; raise :class:`ConfigError` on any problem."""
+    raw: dict[str, Any] = dict(base or {})
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} not found")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections")
+        raw.update(loaded)
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None

@@ -1,0 +1,1 @@
+"""Diffusion machinery: schedules, the denoiser protocol, samplers and likelihood guidance."""

@@ -1,0 +1,44 @@
+r"""The denoiser protocol.
+
+A denoiser returns the posterior mean of clean data given a noisy state and a condition,
+
+    d(x_t, t; c) = E[x | x_t, c],   x_t = alpha_t x + sigma_t eps,
+
+and owns the schedule it was built for. Its score follows from Tweedie's formula,
+``grad log p(x_t | c) = (alpha_t d - x_t) / sigma_t^2``.
+
+Shapes: ``x_t`` is ``[B, *S]`` (a batch of particles of state shape ``S``), ``t`` a scalar or
+``[B]`` tensor, ``condition`` ``[B, *C]`` (e.g. the previous state ``[B, *S]``, or several
+past states ``[B, K, *S]``). The result has the shape of ``x_t``. Denoisers must be
+differentiable in ``x_t`` (guidance takes vector-Jacobian products through them).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from torch import Tensor
+
+from .schedules import Schedule
+
+
+class Denoiser(Protocol):
+    schedule: Schedule
+
+    def __call__(self, x_t: Tensor, t: Tensor, condition: Tensor) -> Tensor: ...
+
+
+def score(denoiser: Denoiser, x_t: Tensor, t: Tensor, condition: Tensor) -> Tensor:
+    """``(alpha_t d(x_t, t; c) - x_t) / sigma_t^2``, shape of ``x_t``."""
+    alpha, sigma = denoiser.schedule(_expand(t, x_t))
+    return (alpha * denoiser(x_t, t, condition) - x_t) / sigma**2
+
+
+def _expand(t: Tensor, x: Tensor) -> Tensor:
+    """Reshape a scalar or ``[B]`` time to broadcast against ``x`` of shape ``[B, *S]``."""
+    if t.ndim == 0:
+        return t
+    return t.reshape(t.shape + (1,) * (x.ndim - t.ndim))
+
+
+expand_time = _expand

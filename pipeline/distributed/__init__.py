@@ -1,0 +1,1 @@
+"""Distribution of the particle ensemble over ranks: communicators, shards, migration."""

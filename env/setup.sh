@@ -1,16 +1,32 @@
 #!/usr/bin/env bash
-# Create .venv with the pinned CPU environment and install diffda into it.
-# Usage: bash env/setup.sh [--test]   (run from anywhere; idempotent)
+# Create .venv with the pinned CPU environment and install diffda into it (idempotent).
+# Usage: bash env/setup.sh            (from anywhere)
+#        PYTHON=python3.11 bash env/setup.sh
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 python=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$python" -m venv .venv
+stamp=.venv/.diffda-env
+want="$(cat env/requirements-cpu.txt pyproject.toml | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-# torch first and exactly pinned, so nothing pulls a CUDA build.
-.venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -r env/requirements-cpu.txt
-.venv/bin/python -m pip install -q --no-deps -e .
-echo "diffda environment ready: $root/.venv"
+if [ ! -x .venv/bin/python ]; then
+  if ! "$python" -m venv .venv 2>/dev/null; then
+    # Debian's python3 ships venv separately.
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+      rm -rf .venv && "$python" -m venv .venv
+    else
+      echo "error: '$python -m venv' failed; install python3-venv (apt-get install python3-venv)" >&2
+      exit 1
+    fi
+  fi
+fi
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+# torch first and exactly pinned: a looser requirement would pull a multi-GB CUDA build.
+"${pip[@]}" torch==2.13.0
+"${pip[@]}" -r env/requirements-cpu.txt
+"${pip[@]}" --no-deps --no-build-isolation -e . 2>/dev/null || "${pip[@]}" --no-deps -e .
+echo "$want" > "$stamp"
+echo "diffda environment ready: $root/.venv" >&2

@@ -65,6 +65,7 @@ class FilterConfig(Section):
     regularization: float = Field(0.0, ge=0.0, description="jitter scale 'reg' (DAPPER); 0 = off")
     inflation: float = Field(1.0, ge=1.0, description="ETKF multiplicative inflation")
     spinup: int = Field(0, ge=0, description="cycles left out of the summary metrics")
+    init_std: float = Field(1.0, ge=0.0, description="initial ensemble: truth at cycle 0 plus N(0, init_std^2)")
 
 
 class RunConfig(Section):

@@ -1,0 +1,119 @@
+"""``diffda run [CONFIG.yaml] [--preset NAME] [--data DIR] [--set key=value ...] [--out DIR]``.
+
+With no arguments: the embedded default (a Lorenz-96 twin), its data made first if absent, a
+summary table at the end. Under ``mpiexec -n P`` or ``srun -n P`` the same command runs one
+shard of the ensemble per rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..config import Config, load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="assimilate a window (the embedded default with no arguments)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(p)
+    p.set_defaults(func=main)
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", type=Path, help="YAML config (optional)")
+    p.add_argument("--preset", help="data preset: linear, lorenz96, lorenz63, sphere (sets data.preset)")
+    p.add_argument("--data", type=Path, help="input directory (truth.zarr, observations.zarr); made if absent")
+    p.add_argument("--out", type=Path, help="output directory (default runs/<preset>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override with a dotted key, e.g. --set filter.particles=100")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out and start over")
+    p.add_argument("--quiet", action="store_true", help="no per-cycle progress")
+
+
+def resolve(args: argparse.Namespace) -> tuple[Config, Path, Path]:
+    """Validate the config and work out the data and output directories (no side effects)."""
+    overrides = list(args.overrides)
+    if args.preset:
+        overrides.insert(0, f"data.preset={args.preset}")
+    cfg = load_config(args.config, overrides)
+    data_dir = args.data or cfg.data.dir or Path("data") / cfg.data.preset
+    out_dir = args.out or Path("runs") / cfg.data.preset
+    return cfg, Path(data_dir), Path(out_dir)
+
+
+def ensure_data(cfg: Config, data_dir: Path) -> bool:
+    """Make the inputs when absent; returns whether they were made."""
+    if (data_dir / "truth.zarr").exists() and (data_dir / "observations.zarr").exists():
+        return False
+    from .make_data import make_data
+
+    make_data(cfg.data.preset, data_dir, dict(cfg.data.params))
+    return True
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg, data_dir, out_dir = resolve(args)
+    from ..distributed.launch import launch
+    from ..run import assimilate
+
+    ctx = launch(device=cfg.run.device, backend=cfg.run.backend)
+    comm = ctx.comm
+    try:
+        lead = comm.rank == 0
+        if lead and ensure_data(cfg, data_dir):
+            print(f"made {cfg.data.preset} inputs in {data_dir}", file=sys.stderr)
+        comm.barrier()
+        progress = None if args.quiet or not lead else make_progress()
+        result = assimilate(cfg, data_dir, out_dir, comm, progress=progress, fresh=args.fresh)
+        if lead:
+            if progress is not None:
+                progress.close()
+            print_summary(cfg, result.metrics, out_dir, result.resumed_from)
+    finally:
+        ctx.shutdown()
+    return 0
+
+
+class make_progress:
+    """A tqdm bar at a terminal; a line per cycle in batch logs."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.bar = None
+
+    def __call__(self, k: int, total: int, diag: dict) -> None:
+        text = f"rmse={diag['rmse_analysis']:.3f} ess={diag['ess']:.1f}"
+        if self.tty:
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, initial=k - 1, unit="cycle", file=sys.stderr)
+            self.bar.set_postfix_str(text)
+            self.bar.update(1)
+        else:
+            print(f"cycle {k}/{total} {text} resampled={int(diag['resampled'])} "
+                  f"seconds={diag['cycle_seconds']:.2f}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def print_summary(cfg: Config, metrics: dict, out_dir: Path, resumed_from: int) -> None:
+    rows = [
+        ("data", cfg.data.preset), ("filter", f"{cfg.filter.method} (N={cfg.filter.particles})"),
+        ("model / guidance", f"{cfg.model.kind} / {cfg.guidance.method}"),
+    ]
+    if resumed_from:
+        rows.append(("resumed after cycle", str(resumed_from)))
+    for key in ("rmse_analysis", "rmse_forecast", "spread_analysis", "crps_analysis", "ess_mean", "ess_min",
+                "resample_count", "wall_seconds", "denoiser_seconds", "denoiser_calls"):
+        v = metrics.get(key)
+        rows.append((key, f"{v:.4g}" if isinstance(v, float) else str(v)))
+    rows.append(("analysis", str(out_dir / "analysis.zarr")))
+    rows.append(("metrics / plot", f"{out_dir / 'metrics.json'}, {out_dir / 'cycles.png'}"))
+    width = max(len(r[0]) for r in rows)
+    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))

@@ -1,0 +1,1 @@
+"""Scores (RMSE, CRPS, spread, ESS), plots and reports."""

@@ -1,0 +1,30 @@
+"""The run's PNG: RMSE (analysis and forecast), spread and ESS over cycles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def plot_cycles(path: str | Path, diagnostics: dict[str, np.ndarray], n_particles: int, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cycles = np.arange(1, len(diagnostics["ess"]) + 1)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for key, label in (("rmse_forecast", "RMSE forecast"), ("rmse_analysis", "RMSE analysis"), ("spread_analysis", "spread analysis")):
+        if key in diagnostics and np.isfinite(diagnostics[key]).any():
+            ax1.plot(cycles, diagnostics[key], label=label, lw=1)
+    ax1.set_ylabel("error / spread")
+    ax1.legend(loc="upper right")
+    ax1.set_title(title)
+    ax2.plot(cycles, diagnostics["ess"], lw=1, color="tab:green")
+    ax2.axhline(n_particles, color="grey", lw=0.5, ls="--")
+    ax2.set_ylabel("ESS")
+    ax2.set_xlabel("cycle")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Filters: fully adapted (optimal-proposal) and bootstrap particle filters, ETKF, Kalman oracle."""

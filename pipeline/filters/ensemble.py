@@ -1,0 +1,69 @@
+r"""A rank's shard of the weighted particle ensemble, and reductions over all ranks.
+
+Each particle carries a canonical global id (``ids``, int64 ``[n]``), a state (``x`` ``[n, *S]``)
+and a normalised log-weight (``log_w`` float64 ``[n]``, ``logsumexp`` over all ranks = 0).
+Reductions: ``mean = sum_i w_i x_i``, ``var = sum_i w_i (x_i - mean)^2`` (all ranks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..distributed.comm import Comm
+
+
+@dataclass
+class Ensemble:
+    ids: Tensor
+    x: Tensor
+    log_w: Tensor
+
+    @property
+    def n_local(self) -> int:
+        return int(self.ids.numel())
+
+
+def global_log_weights(comm: Comm, ids: Tensor, log_w: Tensor) -> Tensor:
+    """All log-weights ``[N]`` in canonical id order, identical on every rank (float64)."""
+    all_ids = torch.cat(comm.all_gather(ids.to(comm.device))).cpu()
+    all_lw = torch.cat(comm.all_gather(log_w.double().to(comm.device))).cpu()
+    out = torch.empty_like(all_lw)
+    out[all_ids] = all_lw
+    return out
+
+
+def global_normalise(comm: Comm, log_w: Tensor) -> Tensor:
+    """``log_w - LSE(all ranks' log_w)`` computed as ``max + log(sum exp(. - max))`` over ranks."""
+    lw = log_w.double()
+    local_max = lw.max() if lw.numel() else torch.tensor(-torch.inf, dtype=torch.float64)
+    m = torch.stack([t.reshape(()) for t in comm.all_gather(local_max.reshape(1).to(comm.device))]).max().cpu()
+    if not torch.isfinite(m):
+        raise FloatingPointError("every particle has zero weight (all log-weights are -inf or NaN)")
+    s = comm.all_reduce(torch.exp(lw - m).sum().reshape(1).to(comm.device)).cpu()[0]
+    return lw - (m + torch.log(s))
+
+
+def ess(comm: Comm, log_w: Tensor) -> float:
+    """``1 / sum_i w_i^2`` over all ranks for normalised ``log_w``."""
+    return float(1.0 / comm.all_reduce(torch.exp(2 * log_w.double()).sum().reshape(1).to(comm.device)).cpu()[0])
+
+
+def weighted_moments(comm: Comm, x: Tensor, log_w: Tensor) -> tuple[Tensor, Tensor]:
+    """Weighted mean and variance over all ranks: each ``[*S]`` (float64)."""
+    w = torch.exp(log_w.double()).to(x.device).reshape((-1,) + (1,) * (x.ndim - 1))
+    xd = x.double()
+    mean = comm.all_reduce((w * xd).sum(0).to(comm.device)).to(x.device)
+    var = comm.all_reduce((w * (xd - mean) ** 2).sum(0).to(comm.device)).to(x.device)
+    return mean, var
+
+
+def gather_ensemble(comm: Comm, ens: Ensemble) -> tuple[Tensor, Tensor]:
+    """All states ``[N, *S]`` and log-weights ``[N]`` in canonical id order (every rank)."""
+    ids = torch.cat(comm.all_gather(ens.ids.to(comm.device))).cpu()
+    xs = torch.cat(comm.all_gather(ens.x.to(comm.device))).cpu()
+    lw = torch.cat(comm.all_gather(ens.log_w.double().to(comm.device))).cpu()
+    order = torch.argsort(ids)
+    return xs[order], lw[order]

@@ -1,0 +1,68 @@
+r"""Global systematic resampling of a sharded ensemble, with optional jitter of duplicates.
+
+Every rank gathers the ``N`` log-weights (float64, canonical id order), draws the same ancestors
+``a_j`` with one shared uniform, and the particles move only where a rank's count must change
+(:mod:`pipeline.distributed.migration`). Offspring ``j`` gets canonical id ``j``.
+
+Jitter (regularisation): duplicated offspring (``j > 0`` with ``a_j = a_{j-1}``) get
+``h sum_i sqrt(w_i) (x_i - xbar) z_ij``, ``z_ij ~ N(0, 1)``, which is ``N(0, h^2 C)`` with ``C`` the
+weighted ensemble covariance before resampling and ``h = reg N^(-1/(d+4))`` (DAPPER's ``reg``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..distributed.comm import Comm
+from ..rng import generator
+from .ensemble import Ensemble, global_log_weights, weighted_moments
+from .resampling import systematic
+
+
+def resample(comm: Comm, ens: Ensemble, u: float, n_total: int, reg: float = 0.0,
+             seed: int = 0, cycle: int = 0) -> Ensemble:
+    """Resampled shard with uniform weights ``log(1/N)``."""
+    log_w_all = global_log_weights(comm, ens.ids, ens.log_w)
+    ancestors = systematic(torch.exp(log_w_all), u)
+    noise = _jitter(comm, ens, ancestors, n_total, reg, seed, cycle) if reg > 0 else None
+    new_ids, new_x = _migrate(comm, ens.ids, ens.x, ancestors)
+    if noise is not None:
+        dup_ids, dup_noise = noise
+        pos = {int(j): r for r, j in enumerate(new_ids.tolist())}
+        rows = [pos[int(j)] for j in dup_ids.tolist() if int(j) in pos]
+        sel = [k for k, j in enumerate(dup_ids.tolist()) if int(j) in pos]
+        if rows:
+            new_x = new_x.clone()
+            new_x[rows] += dup_noise[sel].to(new_x.device, new_x.dtype)
+    log_w = torch.full((len(new_ids),), -torch.log(torch.tensor(float(n_total), dtype=torch.float64)).item(),
+                       dtype=torch.float64)
+    return Ensemble(new_ids, new_x, log_w)
+
+
+def _migrate(comm: Comm, ids: Tensor, x: Tensor, ancestors: Tensor) -> tuple[Tensor, Tensor]:
+    if comm.size == 1:
+        row_of = torch.empty(int(ids.max()) + 1 if len(ids) else 0, dtype=torch.long)
+        row_of[ids] = torch.arange(len(ids))
+        return torch.arange(len(ancestors), dtype=torch.long), x[row_of[ancestors.to(torch.long)].to(x.device)]
+    from ..distributed.migration import migrate
+
+    moved = migrate(comm, ids, x, ancestors)
+    return moved.ids, moved.x
+
+
+def _jitter(comm: Comm, ens: Ensemble, ancestors: Tensor, n_total: int, reg: float,
+            seed: int, cycle: int) -> tuple[Tensor, Tensor] | None:
+    dup = torch.nonzero(ancestors[1:] == ancestors[:-1]).flatten() + 1
+    if dup.numel() == 0:
+        return None
+    d = int(ens.x[0].numel()) if ens.n_local else 0
+    d = int(comm.all_reduce(torch.tensor([d], dtype=torch.float64, device=comm.device)).max().item()) if comm.size > 1 else d
+    h = reg * n_total ** (-1.0 / (d + 4))
+    mean, _ = weighted_moments(comm, ens.x, ens.log_w)
+    anomalies = torch.sqrt(torch.exp(ens.log_w.double())).to(ens.x.device).reshape((-1,) + (1,) * (ens.x.ndim - 1)) * (ens.x.double() - mean)
+    z = torch.stack([torch.randn(n_total, generator=generator(seed, cycle, int(j), "jitter"), dtype=torch.float64)
+                     for j in dup.tolist()])  # [n_dup, N], column i = particle id i
+    z_local = z[:, ens.ids.cpu()].to(ens.x.device)  # [n_dup, n_local]
+    partial = torch.einsum("ji,i...->j...", z_local, anomalies)
+    return dup, h * comm.all_reduce(partial.to(comm.device)).cpu()

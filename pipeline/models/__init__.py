@@ -1,0 +1,1 @@
+"""Denoisers (exact Gaussian, closed-form KDE, neural grid network) and twin dynamics."""

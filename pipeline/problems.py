@@ -1,0 +1,149 @@
+r"""What a run assimilates: inputs read from Zarr, a denoiser for them, and the output layout.
+
+A ``Problem`` gives the filter plain tensors: the state shape ``S``, the initial state, the
+observation of cycle ``k`` (``k = 1..K``), the truth for scoring (when known) and the fields to
+write. ``TwinProblem`` reads the twin stores written by ``diffda make-data`` (system parameters
+from their attributes: a perfect-model twin).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor
+
+from .config import Config
+from .diffusion.denoiser import Denoiser
+from .diffusion.observation import Observation
+from .diffusion.schedules import make_schedule
+from .errors import InputError
+from .models.gaussian import GaussianDenoiser
+from .models.kde import KDEDenoiser
+
+
+class Problem(Protocol):
+    name: str
+    state_shape: tuple[int, ...]
+    times: np.ndarray
+    denoiser: Denoiser
+
+    @property
+    def n_cycles(self) -> int: ...
+
+    def initial_state(self) -> Tensor: ...
+
+    def observation(self, k: int) -> Observation: ...
+
+    def truth(self, k: int) -> Tensor | None: ...
+
+    def template(self, members: int | None) -> xr.Dataset: ...
+
+    def fields(self, mean: Tensor, spread: Tensor, members: Tensor | None) -> dict[str, np.ndarray]: ...
+
+    def dims(self, members: bool) -> dict[str, tuple[str, ...]]: ...
+
+
+def _open(path: Path, what: str) -> xr.Dataset:
+    if not path.exists():
+        raise InputError(f"{what} store {path} not found; make it with `diffda make-data PRESET --out {path.parent}`")
+    return xr.open_zarr(path)
+
+
+@dataclass
+class TwinProblem:
+    name: str
+    state_shape: tuple[int, ...]
+    times: np.ndarray
+    denoiser: Denoiser
+    truth_values: Tensor  # [K + 1, D]
+    obs_values: Tensor  # [K, D]
+    noise_variance: float
+    operator: str
+    attrs: dict
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def n_cycles(self) -> int:
+        return len(self.times)
+
+    def initial_state(self) -> Tensor:
+        return self.truth_values[0].to(self.device, self.dtype)
+
+    def observation(self, k: int) -> Observation:
+        return Observation.from_field(self.obs_values[k - 1].to(self.device, self.dtype), self.noise_variance, self.operator)
+
+    def truth(self, k: int) -> Tensor:
+        return self.truth_values[k].to(self.device, self.dtype)
+
+    def template(self, members: int | None) -> xr.Dataset:
+        d = self.state_shape[0]
+        coords = {"component": np.arange(d)}
+        data = {self.name: (("component",), np.zeros(d)), f"{self.name}_spread": (("component",), np.zeros(d))}
+        if members:
+            coords["member"] = np.arange(members)
+            data[f"{self.name}_members"] = (("member", "component"), np.zeros((members, d)))
+        return xr.Dataset(data, coords=coords)
+
+    def dims(self, members: bool) -> dict[str, tuple[str, ...]]:
+        out = {self.name: ("component",), f"{self.name}_spread": ("component",)}
+        if members:
+            out[f"{self.name}_members"] = ("member", "component")
+        return out
+
+    def fields(self, mean: Tensor, spread: Tensor, members: Tensor | None) -> dict[str, np.ndarray]:
+        out = {self.name: mean.double().cpu().numpy(), f"{self.name}_spread": spread.double().cpu().numpy()}
+        if members is not None:
+            out[f"{self.name}_members"] = members.double().cpu().numpy()
+        return out
+
+
+def load_twin(cfg: Config, data_dir: Path, device: torch.device, dtype: torch.dtype) -> TwinProblem:
+    """Read ``truth.zarr``/``observations.zarr`` and build the configured denoiser."""
+    from .data.twins import dynamics_for, simulate, twin_params
+
+    truth = _open(data_dir / "truth.zarr", "truth")
+    obs = _open(data_dir / "observations.zarr", "observations")
+    preset = truth.attrs.get("preset")
+    if preset not in ("linear", "lorenz96", "lorenz63"):
+        raise InputError(f"{data_dir}/truth.zarr is not a twin store (attribute preset={preset!r})")
+    if preset != cfg.data.preset:
+        raise InputError(
+            f"data.preset={cfg.data.preset} but {data_dir} holds a {preset} twin; "
+            f"set --set data.preset={preset} or point --data at {cfg.data.preset} data")
+    for name, ds in (("truth", truth), ("observations", obs)):
+        if "x" not in ds:
+            raise InputError(f"{data_dir}/{name}.zarr has no variable 'x'; remake it with diffda make-data")
+    if truth.sizes["component"] != obs.sizes["component"]:
+        raise InputError(f"truth has {truth.sizes['component']} components but observations {obs.sizes['component']}")
+    if not np.array_equal(truth.time.values[1:], obs.time.values):
+        raise InputError("observation times must be the truth times after cycle 0 (one per cycle, no gaps)")
+    truth_values = torch.from_numpy(truth.x.values).double()
+    obs_values = torch.from_numpy(obs.x.values).double()
+    if torch.isnan(truth_values).any():
+        raise InputError(f"{data_dir}/truth.zarr: x holds NaNs")
+    params = twin_params(preset, {k: truth.attrs[k] for k in truth.attrs if k not in ("preset", "cycle_hours", "dim") or (k == "dim" and preset != "lorenz63")})
+    cycles = cfg.run.cycles or len(obs.time)
+    if cycles > len(obs.time):
+        raise InputError(f"run.cycles={cycles} but the observations hold only {len(obs.time)} cycles")
+    schedule = make_schedule(cfg.schedule.kind, **cfg.schedule.params)
+    dynamics = dynamics_for(preset, params)
+    if cfg.model.kind == "gaussian":
+        denoiser: Denoiser = GaussianDenoiser(schedule, dynamics, params["q"])
+    elif cfg.model.kind == "kde":
+        g = torch.Generator().manual_seed(10_000 + cfg.run.seed)
+        traj = simulate(preset, params, cfg.model.archive, g)  # an archive run, independent of the truth
+        denoiser = KDEDenoiser(schedule, traj[:-1].to(device, dtype), traj[1:].to(device, dtype), cfg.model.bandwidth)
+    else:
+        raise InputError(f"model={cfg.model.kind} needs gridded data; twins use model=gaussian or model=kde")
+    return TwinProblem(
+        name="x", state_shape=(truth.sizes["component"],), times=obs.time.values[:cycles],
+        denoiser=denoiser, truth_values=truth_values[: cycles + 1], obs_values=obs_values[:cycles],
+        noise_variance=float(obs.attrs.get("noise_variance", params["r"])), operator=str(params["operator"]),
+        attrs=dict(truth.attrs), device=device, dtype=dtype,
+    )

@@ -1,0 +1,216 @@
+r"""One assimilation run: inputs -> cycles -> ``analysis.zarr``, ``metrics.json``, a PNG.
+
+Per cycle ``k = 1..K`` (every rank, its shard): the filter's cycle (weights, global ESS,
+systematic resampling, propagation), weighted mean and spread reduced across ranks, one region
+write of the analysis by rank 0, then an atomic checkpoint. A rerun into the same ``--out``
+resumes after the last checkpointed cycle and rewrites at most the cycle it was in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from . import __version__, checkpoint
+from .config import Config
+from .distributed.comm import Comm, LocalComm, shard_sizes, shard_start
+from .errors import DiffdaError
+from .evaluate.scores import crps, rmse, spread
+from .filters.ensemble import Ensemble, gather_ensemble, weighted_moments
+from .filters.etkf import ETKF
+from .filters.particle import ParticleFilter
+from .filters.propagate import Propagator
+from .problems import Problem, load_twin
+from .rng import ParticleNoise
+
+DIAGNOSTICS = ["rmse_analysis", "rmse_forecast", "spread_analysis", "crps_analysis", "ess", "resampled",
+               "cycle_seconds", "denoiser_seconds", "denoiser_calls"]
+DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
+ProgressFn = Callable[[int, int, dict], None]
+
+
+@dataclass
+class RunResult:
+    metrics: dict
+    out_dir: Path
+    resumed_from: int
+
+
+def fingerprint(cfg: Config) -> str:
+    """A hash of what determines the result (not the device, micro-batch or rank count)."""
+    d = cfg.to_dict()
+    d["run"] = {k: v for k, v in d["run"].items() if k not in ("device", "micro_batch", "backend", "checkpoint_every")}
+    d["data"].pop("dir", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resolve_device(name: str, comm: Comm) -> torch.device:
+    if comm.device.type != "cpu" or name == "auto":
+        return comm.device if comm.device.type != "cpu" else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_problem(cfg: Config, data_dir: Path, device: torch.device, dtype: torch.dtype) -> Problem:
+    if cfg.data.preset in ("linear", "lorenz96", "lorenz63"):
+        return load_twin(cfg, data_dir, device, dtype)
+    from .data.gridded import load_gridded  # the gridded (sphere/ERA5) problem
+
+    return load_gridded(cfg, data_dir, device, dtype)
+
+
+def auto_micro_batch(state_numel: int, n_local: int) -> int:
+    """Particles per denoiser batch so one batch holds about 2^24 state values."""
+    return max(1, min(n_local, (1 << 24) // max(state_numel, 1)))
+
+
+def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = None,
+               progress: ProgressFn | None = None, fresh: bool = False,
+               stop_after: int | None = None) -> RunResult:
+    """Run (or resume) the assimilation; every rank calls this. Returns the metrics (all ranks)."""
+    comm = comm or LocalComm()
+    out_dir = Path(out_dir)
+    device = resolve_device(cfg.run.device, comm)
+    dtype = DTYPES[cfg.run.dtype]
+    problem = load_problem(cfg, data_dir, device, dtype)
+    n_total = cfg.filter.particles
+    if n_total < comm.size:
+        raise DiffdaError(f"filter.particles={n_total} is fewer than the {comm.size} ranks; use at most {n_total} ranks")
+    shape = tuple(problem.state_shape)
+    n_local = shard_sizes(n_total, comm.size)[comm.rank]
+    micro = cfg.run.micro_batch or auto_micro_batch(int(np.prod(shape)), max(n_local, 1))
+    propagator = Propagator(
+        denoiser=problem.denoiser, steps=cfg.sampler.steps, eta=cfg.sampler.eta,
+        corrections=cfg.sampler.corrections, delta=cfg.sampler.delta, t_min=cfg.sampler.t_min,
+        grid=cfg.sampler.grid, guidance=cfg.guidance.method,
+        guidance_options=_guidance_options(cfg), micro_batch=micro, seed=cfg.run.seed,
+    )
+    if cfg.filter.method == "etkf":
+        filt = ETKF(comm, propagator, cfg.filter.inflation)
+    else:
+        filt = ParticleFilter(comm, propagator, n_total, cfg.filter.method, cfg.filter.weights,
+                              cfg.filter.resample_threshold, cfg.filter.regularization, cfg.run.seed)
+
+    ckpt_dir = out_dir / "checkpoint"
+    fp = fingerprint(cfg)
+    meta = checkpoint.latest(ckpt_dir)
+    if meta is not None and fresh:
+        meta = None
+    if meta is not None and meta.get("fingerprint") != fp:
+        raise DiffdaError(f"{out_dir} holds a run with another configuration; choose a new --out or pass --fresh")
+    members = n_total if cfg.run.members else None
+    store = None
+    if comm.rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        from .data.analysis import AnalysisStore
+
+        attrs = {"config": cfg.to_dict(), "fingerprint": fp, "data": str(data_dir), "particles": n_total}
+        store = AnalysisStore.create(out_dir / "analysis.zarr", problem.template(members), problem.times,
+                                     attrs, DIAGNOSTICS, resume=meta is not None)
+    comm.barrier()
+    if meta is not None:
+        ens, done = checkpoint.load(ckpt_dir, comm, n_total, device, dtype)
+    else:
+        ens, done = _initial_ensemble(problem, cfg, comm, n_total, device, dtype), 0
+
+    resumed_from = done
+    for k in range(done + 1, problem.n_cycles + 1):
+        start = time.perf_counter()
+        t0, c0 = propagator.timer.seconds, propagator.timer.calls
+        obs = problem.observation(k)
+        result = filt.cycle(ens, k, obs, shape)
+        ens = result.ensemble
+        mean, var = weighted_moments(comm, ens.x, ens.log_w)
+        truth = problem.truth(k)
+        all_x, all_lw = gather_ensemble(comm, ens) if (truth is not None or members) else (None, None)
+        ens, resampled_after = filt.after_analysis(ens, k)
+        diag = {
+            "rmse_analysis": rmse(mean, truth) if truth is not None else np.nan,
+            "rmse_forecast": rmse(result.forecast_mean, truth) if truth is not None else np.nan,
+            "spread_analysis": spread(var),
+            "crps_analysis": crps(all_x, torch.exp(all_lw), truth.cpu()) if truth is not None else np.nan,
+            "ess": result.ess,
+            "resampled": float(result.resampled or resampled_after),
+            "cycle_seconds": time.perf_counter() - start,
+            "denoiser_seconds": _max_over_ranks(comm, propagator.timer.seconds - t0),
+            "denoiser_calls": float(comm.all_reduce(torch.tensor([float(propagator.timer.calls - c0)], dtype=torch.float64, device=comm.device)).cpu()[0]),
+        }
+        if store is not None:
+            fields = problem.fields(mean, torch.sqrt(var), all_x if members else None)
+            fields.update({name: np.array(value, dtype="float64") for name, value in diag.items()})
+            dims = {**problem.dims(bool(members)), **{name: () for name in DIAGNOSTICS}}
+            store.write_cycle(k - 1, fields, dims)
+        if k % cfg.run.checkpoint_every == 0 or k == problem.n_cycles:
+            checkpoint.save(ckpt_dir, comm, ens, k, fp)
+        if progress is not None:
+            progress(k, problem.n_cycles, diag)
+        if stop_after is not None and k >= stop_after and k < problem.n_cycles:
+            return RunResult({}, out_dir, resumed_from)
+
+    metrics = {}
+    if comm.rank == 0 and store is not None:
+        store.finalise()
+        metrics = summarise(out_dir / "analysis.zarr", cfg)
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        from .evaluate.plots import plot_cycles
+
+        ds = xr.open_zarr(out_dir / "analysis.zarr")
+        plot_cycles(out_dir / "cycles.png", {k: ds[k].values for k in DIAGNOSTICS}, n_total,
+                    f"{cfg.data.preset}: {cfg.filter.method}, N={n_total}")
+    comm.barrier()
+    return RunResult(metrics, out_dir, resumed_from)
+
+
+def summarise(store: Path, cfg: Config) -> dict:
+    """Metrics over cycles after ``filter.spinup`` from the analysis store's diagnostics."""
+    ds = xr.open_zarr(store)
+    sl = slice(cfg.filter.spinup, None)
+    d = {k: ds[k].values for k in DIAGNOSTICS}
+    mean = lambda k: float(np.nanmean(d[k][sl])) if np.isfinite(d[k][sl]).any() else None  # noqa: E731
+    return {
+        "rmse_analysis": mean("rmse_analysis"),
+        "rmse_forecast": mean("rmse_forecast"),
+        "spread_analysis": mean("spread_analysis"),
+        "crps_analysis": mean("crps_analysis"),
+        "ess_mean": mean("ess"),
+        "ess_min": float(np.nanmin(d["ess"][sl])),
+        "resample_count": int(np.nansum(d["resampled"])),
+        "wall_seconds": float(np.nansum(d["cycle_seconds"])),
+        "denoiser_seconds": float(np.nansum(d["denoiser_seconds"])),
+        "denoiser_calls": int(np.nansum(d["denoiser_calls"])),
+        "cycles": int(len(d["ess"])),
+        "particles": cfg.filter.particles,
+        "method": cfg.filter.method,
+        "software": f"diffda {__version__}",
+    }
+
+
+def _guidance_options(cfg: Config) -> dict:
+    g = cfg.guidance
+    return {"mmps": {"cg_iterations": g.cg_iterations}, "sda": {"gamma": g.gamma},
+            "dps": {"scale": g.scale}}[g.method]
+
+
+def _max_over_ranks(comm: Comm, value: float) -> float:
+    vals = comm.all_gather(torch.tensor([value], dtype=torch.float64, device=comm.device))
+    return float(torch.cat(vals).max().cpu())
+
+
+def _initial_ensemble(problem: Problem, cfg: Config, comm: Comm, n_total: int,
+                      device: torch.device, dtype: torch.dtype) -> Ensemble:
+    """``x0 + init_std * eps_i``, ``eps_i`` from particle ``i``'s own stream."""
+    n = shard_sizes(n_total, comm.size)[comm.rank]
+    start = shard_start(n_total, comm.size, comm.rank)
+    ids = torch.arange(start, start + n, dtype=torch.long)
+    noise = ParticleNoise(cfg.run.seed, 0, ids.tolist(), "init", device, dtype)
+    x0 = problem.initial_state()
+    x = x0 + cfg.filter.init_std * noise.normal(list(range(n)), problem.state_shape) if n else x0.new_zeros((0, *problem.state_shape))
+    log_w = torch.full((n,), -float(np.log(n_total)), dtype=torch.float64)
+    return Ensemble(ids, x, log_w)

@@ -17,6 +17,7 @@ from .errors import DiffdaError
 COMMAND_MODULES = [
     "pipeline.commands.run",
     "pipeline.commands.make_data",
+    "pipeline.commands.bench",
 ]
 
 

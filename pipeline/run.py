@@ -24,7 +24,7 @@ from .config import Config
 from .distributed.comm import Comm, LocalComm, shard_sizes, shard_start
 from .errors import DiffdaError
 from .evaluate.scores import crps, rmse, spread
-from .filters.ensemble import Ensemble, gather_ensemble, weighted_moments
+from .filters.ensemble import Ensemble, current, gather_ensemble, weighted_moments
 from .filters.etkf import ETKF
 from .filters.particle import ParticleFilter
 from .filters.propagate import Propagator
@@ -92,11 +92,12 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         grid=cfg.sampler.grid, guidance=cfg.guidance.method,
         guidance_options=_guidance_options(cfg), micro_batch=micro, seed=cfg.run.seed,
     )
+    history = getattr(problem, "history", 1)
     if cfg.filter.method == "etkf":
-        filt = ETKF(comm, propagator, cfg.filter.inflation)
+        filt = ETKF(comm, propagator, cfg.filter.inflation, history)
     else:
         filt = ParticleFilter(comm, propagator, n_total, cfg.filter.method, cfg.filter.weights,
-                              cfg.filter.resample_threshold, cfg.filter.regularization, cfg.run.seed)
+                              cfg.filter.resample_threshold, cfg.filter.regularization, cfg.run.seed, history)
 
     ckpt_dir = out_dir / "checkpoint"
     fp = fingerprint(cfg)
@@ -127,9 +128,10 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         obs = problem.observation(k)
         result = filt.cycle(ens, k, obs, shape)
         ens = result.ensemble
-        mean, var = weighted_moments(comm, ens.x, ens.log_w)
+        now = Ensemble(ens.ids, current(ens.x, history), ens.log_w)
+        mean, var = weighted_moments(comm, now.x, now.log_w)
         truth = problem.truth(k)
-        all_x, all_lw = gather_ensemble(comm, ens) if (truth is not None or members) else (None, None)
+        all_x, all_lw = gather_ensemble(comm, now) if (truth is not None or members) else (None, None)
         ens, resampled_after = filt.after_analysis(ens, k)
         diag = {
             "rmse_analysis": rmse(mean, truth) if truth is not None else np.nan,
@@ -210,7 +212,7 @@ def _initial_ensemble(problem: Problem, cfg: Config, comm: Comm, n_total: int,
     start = shard_start(n_total, comm.size, comm.rank)
     ids = torch.arange(start, start + n, dtype=torch.long)
     noise = ParticleNoise(cfg.run.seed, 0, ids.tolist(), "init", device, dtype)
-    x0 = problem.initial_state()
-    x = x0 + cfg.filter.init_std * noise.normal(list(range(n)), problem.state_shape) if n else x0.new_zeros((0, *problem.state_shape))
+    x0 = problem.initial_state()  # [*S], or [K, *S] for a denoiser conditioned on K states
+    x = x0 + cfg.filter.init_std * noise.normal(list(range(n)), tuple(x0.shape)) if n else x0.new_zeros((0, *x0.shape))
     log_w = torch.full((n,), -float(np.log(n_total)), dtype=torch.float64)
     return Ensemble(ids, x, log_w)

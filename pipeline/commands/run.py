@@ -8,7 +8,6 @@ shard of the ensemble per rank.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -56,24 +55,27 @@ def ensure_data(cfg: Config, data_dir: Path) -> bool:
 
 def main(args: argparse.Namespace) -> int:
     cfg, data_dir, out_dir = resolve(args)
-    from ..distributed.launch import launch
+    from ..distributed.failure import run_ranked
+
+    return run_ranked(lambda ctx: body(ctx, args, cfg, data_dir, out_dir),
+                      device=cfg.run.device, backend=cfg.run.backend)
+
+
+def body(ctx, args: argparse.Namespace, cfg: Config, data_dir: Path, out_dir: Path) -> int:
+    """One rank's work: make inputs (rank 0), assimilate, print the summary (rank 0)."""
     from ..run import assimilate
 
-    ctx = launch(device=cfg.run.device, backend=cfg.run.backend)
     comm = ctx.comm
-    try:
-        lead = comm.rank == 0
-        if lead and ensure_data(cfg, data_dir):
-            print(f"made {cfg.data.preset} inputs in {data_dir}", file=sys.stderr)
-        comm.barrier()
-        progress = None if args.quiet or not lead else make_progress()
-        result = assimilate(cfg, data_dir, out_dir, comm, progress=progress, fresh=args.fresh)
-        if lead:
-            if progress is not None:
-                progress.close()
-            print_summary(cfg, result.metrics, out_dir, result.resumed_from)
-    finally:
-        ctx.shutdown()
+    lead = comm.rank == 0
+    if lead and ensure_data(cfg, data_dir):
+        print(f"made {cfg.data.preset} inputs in {data_dir}", file=sys.stderr)
+    comm.barrier()
+    progress = None if args.quiet or not lead else make_progress()
+    result = assimilate(cfg, data_dir, out_dir, comm, progress=progress, fresh=args.fresh)
+    if lead:
+        if progress is not None:
+            progress.close()
+        print_summary(cfg, result.metrics, out_dir, result.resumed_from)
     return 0
 
 

@@ -68,3 +68,33 @@ class LocalComm:
 
     def barrier(self) -> None:
         pass
+
+
+class TimedComm:
+    """A ``Comm`` proxy that adds the wall time spent in collectives to ``seconds``."""
+
+    def __init__(self, inner: Comm):
+        self.inner = inner
+        self.rank, self.size, self.device = inner.rank, inner.size, inner.device
+        self.seconds = 0.0
+
+    def _timed(self, fn, *args):
+        import time
+
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def all_gather(self, t: Tensor) -> list[Tensor]:
+        return self._timed(self.inner.all_gather, t)
+
+    def all_reduce(self, t: Tensor) -> Tensor:
+        return self._timed(self.inner.all_reduce, t)
+
+    def exchange(self, sends: dict[int, Tensor], shape: tuple[int, ...], dtype: torch.dtype) -> dict[int, Tensor]:
+        return self._timed(self.inner.exchange, sends, shape, dtype)
+
+    def barrier(self) -> None:
+        self._timed(self.inner.barrier)

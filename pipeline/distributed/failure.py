@@ -113,6 +113,8 @@ def abort_all(ctx: Context | None, rank: int, err: BaseException, launcher: str)
     """
     code = exit_code(err) or 1
     try:
+        if ctx is not None and ctx._watchdog is not None:
+            ctx._watchdog.stop()
         first = None
         store = ctx.store if ctx is not None else None
         if store is not None:
@@ -142,7 +144,8 @@ def abort_all(ctx: Context | None, rank: int, err: BaseException, launcher: str)
 
 
 def run_ranked(main_fn: Callable[[Context], int | None], *, device: str = "auto", backend: str = "auto",
-               timeout_s: float = DEFAULT_TIMEOUT_S, env: Mapping[str, str] | None = None) -> int:
+               timeout_s: float = DEFAULT_TIMEOUT_S, env: Mapping[str, str] | None = None,
+               single_group: bool = False) -> int:
     """Launch this rank, run ``main_fn(ctx)``, shut the group down; return its exit code.
 
     Under several ranks an exception anywhere (in the launch too) ends the whole job, see the
@@ -152,7 +155,7 @@ def run_ranked(main_fn: Callable[[Context], int | None], *, device: str = "auto"
     launcher = detect_launcher(env)
     ctx: Context | None = None
     try:
-        ctx = launch(device=device, backend=backend, timeout_s=timeout_s, env=env)
+        ctx = launch(device=device, backend=backend, timeout_s=timeout_s, env=env, single_group=single_group)
         rc = main_fn(ctx)
         ctx.shutdown()
         return int(rc or 0)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -199,7 +200,16 @@ class Context:
         return self.info.rank == 0
 
     def shutdown(self) -> None:
-        """Stop the failure watchdog, wait for all ranks, destroy the process group. Idempotent."""
+        """Stop the failure watchdog, wait for all ranks, destroy the process group. Idempotent.
+
+        Called while an exception propagates (from a ``finally:``), it does not wait for the other
+        ranks (they are elsewhere, a barrier could hang): it posts the failure to the run's store,
+        so their watchdogs stop them, and leaves the group to the process's exit.
+        """
+        exc = sys.exc_info()[1]
+        if exc is not None and not (isinstance(exc, SystemExit) and exc.code in (0, None)):
+            self._post_failure(exc)
+            return
         if self._watchdog is not None:
             self._watchdog.stop()
             self._watchdog = None
@@ -212,12 +222,28 @@ class Context:
             self._rendezvous_file.unlink(missing_ok=True)
             self._rendezvous_file = None
 
+    def _post_failure(self, exc: BaseException) -> None:
+        if self._watchdog is not None:  # not ours to act on
+            self._watchdog.stop()
+            self._watchdog = None
+        if self.store is None or self.size <= 1:
+            return
+        from .failure import failure_report
+
+        try:
+            if not self.store.check([FAILURE_KEY]):
+                self.store.set(FAILURE_KEY, failure_report(self.rank, exc).splitlines()[-1])
+        except Exception:  # noqa: BLE001
+            pass
+
     def __enter__(self) -> Context:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
             self.shutdown()
+        else:
+            self._post_failure(exc)
 
 
 def _hostname(env: Mapping[str, str]) -> str:
@@ -286,14 +312,15 @@ def _slurm_rendezvous(env: Mapping[str, str], info: RankInfo, timeout_s: float) 
 
 
 def launch(device: str = "auto", backend: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S,
-           env: Mapping[str, str] | None = None) -> Context:
+           env: Mapping[str, str] | None = None, single_group: bool = False) -> Context:
     """Start this rank: detect the launcher, rendezvous, pick the device, open the process group.
 
     ``timeout_s`` bounds the rendezvous and every collective (a rank that waits longer for its
     peers raises instead of hanging). Returns a :class:`Context` whose ``comm`` is a
     :class:`~pipeline.distributed.torch_comm.TorchComm` over the default group, or a
-    :class:`LocalComm` for a single process (torch.distributed is then never initialised).
-    Raises :class:`LaunchError`.
+    :class:`LocalComm` for a single process (torch.distributed is then never initialised), unless
+    ``single_group`` asks for a one-rank group anyway (to exercise the backend, e.g. NCCL on one
+    GPU). Raises :class:`LaunchError`.
     """
     env = os.environ if env is None else env
     launcher = detect_launcher(env)
@@ -313,10 +340,12 @@ def launch(device: str = "auto", backend: str = "auto", timeout_s: float = DEFAU
     else:
         info = RankInfo("local")
 
-    if info.size == 1:
+    if info.size == 1 and not single_group:
         dev = resolve_device(device, info.local_rank)
         resolve_backend(backend, dev)  # validate the choice alike
         return Context(info, dev, LocalComm(dev), mpi_comm=mpi_comm)
+    if store is None:
+        store = torch.distributed.HashStore()
 
     from .failure import Watchdog, failure_report
     from .torch_comm import TorchComm

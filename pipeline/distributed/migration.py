@@ -77,18 +77,6 @@ def plan_migration(owner: np.ndarray | Sequence[int], targets: Sequence[int]) ->
     return MigrationPlan(owner=owner, dest=dest, moved=int((~kept).sum()))
 
 
-def systematic_resample(weights: Tensor | np.ndarray, u: float) -> np.ndarray:
-    r"""Ancestors ``a_j = #{i : c_i ≤ (j + u)/N} `` with ``c`` the cumulative weights; ``[N]`` int64.
-
-    ``weights``: ``[N]`` normalised (float64), ``u`` in ``[0, 1)`` shared by all ranks.
-    """
-    w = np.asarray(weights.detach().cpu() if isinstance(weights, Tensor) else weights, dtype=np.float64)
-    n = w.size
-    c = np.cumsum(w)
-    c /= c[-1]
-    return np.minimum(np.searchsorted(c, (np.arange(n) + u) / n, side="right"), n - 1).astype(np.int64)
-
-
 def gather_by_id(comm: Comm, ids: Tensor, values: Tensor, n: int) -> Tensor:
     """All ranks' ``values`` (``[n_r, *rest]``) in canonical order: ``out[ids] = values`` -> ``[n, *rest]``.
 

@@ -32,8 +32,10 @@ _WIRE_VIEW = {torch.bool: torch.uint8}
 class TorchComm:
     """``Comm`` over ``group`` (default: the world group opened by :func:`launch`)."""
 
-    def __init__(self, device: torch.device | str, backend: str | None = None, group: dist.ProcessGroup | None = None):
+    def __init__(self, device: torch.device | str, backend: str | None = None, group: dist.ProcessGroup | None = None,
+                 self_via_wire: bool = False):
         self.group = group
+        self.self_via_wire = self_via_wire  # tests: send rows to oneself through the backend too
         self.device = torch.device(device)
         self.backend = backend or dist.get_backend(group)
         self.rank = dist.get_rank(group)
@@ -102,8 +104,9 @@ class TorchComm:
             if tuple(t.shape[1:]) != shape or t.dtype != dtype:
                 raise ValueError(f"exchange: sends[{dst}] is {tuple(t.shape)} {t.dtype}, expected [k, *{shape}] {dtype}")
         counts = torch.zeros((self.size, self.size), dtype=torch.int64, device=self.wire)
+        local = self.rank in sends and not self.self_via_wire
         for dst, t in sends.items():
-            if dst != self.rank:
+            if dst != self.rank or not local:
                 counts[self.rank, dst] = t.shape[0]
         dist.all_reduce(counts, group=self.group)
         c = counts.tolist()
@@ -121,8 +124,10 @@ class TorchComm:
         for src, piece in enumerate(torch.split(recv_buf, in_splits)):
             if in_splits[src]:
                 result[src] = self._from_wire(piece, dtype, self.device)
-        if self.rank in sends:
+        if local:
             result[self.rank] = sends[self.rank].to(self.device)
+        elif self.rank in sends and self.rank not in result:
+            result[self.rank] = sends[self.rank][:0].to(self.device)
         return dict(sorted(result.items()))
 
     def barrier(self) -> None:

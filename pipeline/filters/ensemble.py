@@ -26,6 +26,16 @@ class Ensemble:
         return int(self.ids.numel())
 
 
+def current(x: Tensor, history: int) -> Tensor:
+    """The newest state of particles ``[n, *S]`` (``history = 1``) or ``[n, K, *S]`` (``K = history``)."""
+    return x if history == 1 else x[:, -1]
+
+
+def advance(x_prev: Tensor, x_next: Tensor, history: int) -> Tensor:
+    """New particles: ``x_next`` ``[n, *S]``, or the history shifted by one state ``[n, K, *S]``."""
+    return x_next if history == 1 else torch.cat((x_prev[:, 1:], x_next[:, None]), dim=1)
+
+
 def global_log_weights(comm: Comm, ids: Tensor, log_w: Tensor) -> Tensor:
     """All log-weights ``[N]`` in canonical id order, identical on every rank (float64)."""
     all_ids = torch.cat(comm.all_gather(ids.to(comm.device))).cpu()
@@ -35,20 +45,19 @@ def global_log_weights(comm: Comm, ids: Tensor, log_w: Tensor) -> Tensor:
     return out
 
 
-def global_normalise(comm: Comm, log_w: Tensor) -> Tensor:
-    """``log_w - LSE(all ranks' log_w)`` computed as ``max + log(sum exp(. - max))`` over ranks."""
-    lw = log_w.double()
-    local_max = lw.max() if lw.numel() else torch.tensor(-torch.inf, dtype=torch.float64)
-    m = torch.stack([t.reshape(()) for t in comm.all_gather(local_max.reshape(1).to(comm.device))]).max().cpu()
-    if not torch.isfinite(m):
+def global_normalise(comm: Comm, ids: Tensor, log_w: Tensor) -> Tensor:
+    """This shard's ``log_w - LSE(all log_w)``; the LSE is taken over the canonical-order vector,
+    so the result is bitwise the same whatever the number of ranks."""
+    all_lw = global_log_weights(comm, ids, log_w)
+    if not torch.isfinite(all_lw).any():
         raise FloatingPointError("every particle has zero weight (all log-weights are -inf or NaN)")
-    s = comm.all_reduce(torch.exp(lw - m).sum().reshape(1).to(comm.device)).cpu()[0]
-    return lw - (m + torch.log(s))
+    return log_w.double() - torch.logsumexp(all_lw, 0)
 
 
-def ess(comm: Comm, log_w: Tensor) -> float:
-    """``1 / sum_i w_i^2`` over all ranks for normalised ``log_w``."""
-    return float(1.0 / comm.all_reduce(torch.exp(2 * log_w.double()).sum().reshape(1).to(comm.device)).cpu()[0])
+def ess(comm: Comm, ids: Tensor, log_w: Tensor) -> float:
+    """``1 / sum_i w_i^2`` over all ranks (canonical order: identical on every rank, for any P)."""
+    all_lw = global_log_weights(comm, ids, log_w)
+    return float(1.0 / torch.exp(2 * (all_lw - torch.logsumexp(all_lw, 0))).sum())
 
 
 def weighted_moments(comm: Comm, x: Tensor, log_w: Tensor) -> tuple[Tensor, Tensor]:

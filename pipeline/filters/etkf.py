@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..diffusion.observation import Observation
 from ..distributed.comm import Comm
-from .ensemble import Ensemble, gather_ensemble, weighted_moments
+from .ensemble import Ensemble, advance, gather_ensemble, weighted_moments
 from .particle import CycleResult
 from .propagate import Propagator
 
@@ -48,6 +48,7 @@ class ETKF:
     comm: Comm
     propagator: Propagator
     inflation: float
+    history: int = 1
 
     def cycle(self, ens: Ensemble, cycle: int, observation: Observation, state_shape: tuple[int, ...]) -> CycleResult:
         xf = self.propagator.propagate(ens.x, ens.ids, cycle, state_shape, None)
@@ -56,7 +57,7 @@ class ETKF:
         xa = etkf_analysis(all_xf.to(xf.device), observation, self.inflation) if observation.size else all_xf
         mine = xa[ens.ids.to(xa.device)]
         n = all_xf.shape[0]
-        return CycleResult(Ensemble(ens.ids, mine, ens.log_w), forecast_mean, float(n), False)
+        return CycleResult(Ensemble(ens.ids, advance(ens.x, mine, self.history), ens.log_w), forecast_mean, float(n), False)
 
     def after_analysis(self, ens: Ensemble, cycle: int) -> tuple[Ensemble, bool]:
         return ens, False

@@ -23,7 +23,7 @@ from ..diffusion.observation import Observation
 from ..diffusion.tweedie import obs_covariance
 from ..distributed.comm import Comm
 from ..rng import shared_uniform
-from .ensemble import Ensemble, ess, global_normalise, weighted_moments
+from .ensemble import Ensemble, advance, current, ess, global_normalise, weighted_moments
 from .propagate import Propagator
 from .resample_step import resample
 
@@ -58,6 +58,7 @@ class ParticleFilter:
     resample_threshold: float
     regularization: float
     seed: int
+    history: int = 1  # particles carry the last `history` states (the denoiser's condition)
     max_inflated_obs: int = 2048
 
     def cycle(self, ens: Ensemble, cycle: int, observation: Observation, state_shape: tuple[int, ...]) -> CycleResult:
@@ -66,7 +67,7 @@ class ParticleFilter:
         return self._bootstrap(ens, cycle, observation, state_shape)
 
     def _maybe_resample(self, ens: Ensemble, cycle: int) -> tuple[Ensemble, float, bool]:
-        e = ess(self.comm, ens.log_w)
+        e = ess(self.comm, ens.ids, ens.log_w)
         if e < self.resample_threshold * self.n_total:
             u = shared_uniform(self.seed, cycle)
             return resample(self.comm, ens, u, self.n_total, self.regularization, self.seed, cycle), e, True
@@ -85,10 +86,10 @@ class ParticleFilter:
             cov = self._inflation(ens, cycle, shape, obs)
         hm = obs.operator(m) if ens.n_local else m.new_zeros((0, obs.size))
         log_lik = gaussian_log_likelihood(obs, hm, cov).cpu()
-        ens = Ensemble(ens.ids, ens.x, global_normalise(self.comm, ens.log_w + log_lik))
+        ens = Ensemble(ens.ids, ens.x, global_normalise(self.comm, ens.ids, ens.log_w + log_lik))
         ens, e, resampled = self._maybe_resample(ens, cycle)
         x_next = p.propagate(ens.x, ens.ids, cycle, shape, obs)
-        return CycleResult(Ensemble(ens.ids, x_next, ens.log_w), forecast_mean, e, resampled)
+        return CycleResult(Ensemble(ens.ids, advance(ens.x, x_next, self.history), ens.log_w), forecast_mean, e, resampled)
 
     def _inflation(self, ens: Ensemble, cycle: int, shape: tuple[int, ...], obs: Observation) -> Tensor:
         """``A V A^T`` at ``t = 1`` from the same ``sigma_1 eps`` as the predictive mean: ``[n, M, M]``."""
@@ -108,9 +109,9 @@ class ParticleFilter:
         x_next = self.propagator.propagate(ens.x, ens.ids, cycle, shape, None)
         forecast_mean, _ = weighted_moments(self.comm, x_next, ens.log_w)
         hx = obs.operator(x_next) if ens.n_local else x_next.new_zeros((0, obs.size))
-        log_w = global_normalise(self.comm, ens.log_w + gaussian_log_likelihood(obs, hx).cpu())
-        analysed = Ensemble(ens.ids, x_next, log_w)
-        return CycleResult(analysed, forecast_mean, ess(self.comm, log_w), False)
+        log_w = global_normalise(self.comm, ens.ids, ens.log_w + gaussian_log_likelihood(obs, hx).cpu())
+        analysed = Ensemble(ens.ids, advance(ens.x, x_next, self.history), log_w)
+        return CycleResult(analysed, forecast_mean, ess(self.comm, ens.ids, log_w), False)
 
     def after_analysis(self, ens: Ensemble, cycle: int) -> tuple[Ensemble, bool]:
         """Bootstrap only: resample after the analysis has been written."""

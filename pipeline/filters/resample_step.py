@@ -11,6 +11,8 @@ weighted ensemble covariance before resampling and ``h = reg N^(-1/(d+4))`` (DAP
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -20,13 +22,30 @@ from .ensemble import Ensemble, global_log_weights, weighted_moments
 from .resampling import systematic
 
 
+@dataclass
+class ResampleStats:
+    """Particles moved between ranks, and the lower bound any plan needs (totals over calls)."""
+
+    count: int = 0
+    moved: int = 0
+    lower_bound: int = 0
+
+
 def resample(comm: Comm, ens: Ensemble, u: float, n_total: int, reg: float = 0.0,
-             seed: int = 0, cycle: int = 0) -> Ensemble:
+             seed: int = 0, cycle: int = 0, stats: ResampleStats | None = None) -> Ensemble:
     """Resampled shard with uniform weights ``log(1/N)``."""
+    from ..distributed.comm import shard_sizes
+    from ..distributed.migration import lower_bound, migrate
+
     log_w_all = global_log_weights(comm, ens.ids, ens.log_w)
     ancestors = systematic(torch.exp(log_w_all), u)
     noise = _jitter(comm, ens, ancestors, n_total, reg, seed, cycle) if reg > 0 else None
-    new_ids, new_x = _migrate(comm, ens.ids, ens.x, ancestors)
+    moved = migrate(comm, ens.ids, ens.x, ancestors)
+    new_ids, new_x = moved.ids, moved.x
+    if stats is not None:
+        stats.count += 1
+        stats.moved += moved.plan.moved
+        stats.lower_bound += lower_bound(moved.plan.owner, shard_sizes(n_total, comm.size))
     if noise is not None:
         dup_ids, dup_noise = noise
         pos = {int(j): r for r, j in enumerate(new_ids.tolist())}
@@ -38,17 +57,6 @@ def resample(comm: Comm, ens: Ensemble, u: float, n_total: int, reg: float = 0.0
     log_w = torch.full((len(new_ids),), -torch.log(torch.tensor(float(n_total), dtype=torch.float64)).item(),
                        dtype=torch.float64)
     return Ensemble(new_ids, new_x, log_w)
-
-
-def _migrate(comm: Comm, ids: Tensor, x: Tensor, ancestors: Tensor) -> tuple[Tensor, Tensor]:
-    if comm.size == 1:
-        row_of = torch.empty(int(ids.max()) + 1 if len(ids) else 0, dtype=torch.long)
-        row_of[ids] = torch.arange(len(ids))
-        return torch.arange(len(ancestors), dtype=torch.long), x[row_of[ancestors.to(torch.long)].to(x.device)]
-    from ..distributed.migration import migrate
-
-    moved = migrate(comm, ids, x, ancestors)
-    return moved.ids, moved.x
 
 
 def _jitter(comm: Comm, ens: Ensemble, ancestors: Tensor, n_total: int, reg: float,

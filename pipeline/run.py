@@ -21,7 +21,7 @@ import xarray as xr
 
 from . import __version__, checkpoint
 from .config import Config
-from .distributed.comm import Comm, LocalComm, shard_sizes, shard_start
+from .distributed.comm import Comm, LocalComm, TimedComm, shard_sizes, shard_start
 from .errors import DiffdaError
 from .evaluate.scores import crps, rmse, spread
 from .filters.ensemble import Ensemble, current, gather_ensemble, weighted_moments
@@ -32,7 +32,8 @@ from .problems import Problem, load_twin
 from .rng import ParticleNoise
 
 DIAGNOSTICS = ["rmse_analysis", "rmse_forecast", "spread_analysis", "crps_analysis", "ess", "resampled",
-               "cycle_seconds", "denoiser_seconds", "denoiser_calls"]
+               "cycle_seconds", "denoiser_seconds", "denoiser_calls", "comm_seconds", "resample_seconds",
+               "moved", "moved_lower_bound"]
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
 ProgressFn = Callable[[int, int, dict], None]
 
@@ -75,7 +76,7 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
                progress: ProgressFn | None = None, fresh: bool = False,
                stop_after: int | None = None) -> RunResult:
     """Run (or resume) the assimilation; every rank calls this. Returns the metrics (all ranks)."""
-    comm = comm or LocalComm()
+    comm = TimedComm(comm or LocalComm())
     out_dir = Path(out_dir)
     device = resolve_device(cfg.run.device, comm)
     dtype = DTYPES[cfg.run.dtype]
@@ -125,7 +126,10 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
     for k in range(done + 1, problem.n_cycles + 1):
         start = time.perf_counter()
         t0, c0 = propagator.timer.seconds, propagator.timer.calls
+        comm0, res0 = comm.seconds, getattr(filt, "resample_seconds", 0.0)
+        moved0 = (filt.stats.moved, filt.stats.lower_bound) if hasattr(filt, "stats") else (0, 0)
         obs = problem.observation(k)
+        _injected_failure(comm.rank, k)
         result = filt.cycle(ens, k, obs, shape)
         ens = result.ensemble
         now = Ensemble(ens.ids, current(ens.x, history), ens.log_w)
@@ -143,6 +147,10 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
             "cycle_seconds": time.perf_counter() - start,
             "denoiser_seconds": _max_over_ranks(comm, propagator.timer.seconds - t0),
             "denoiser_calls": float(comm.all_reduce(torch.tensor([float(propagator.timer.calls - c0)], dtype=torch.float64, device=comm.device)).cpu()[0]),
+            "comm_seconds": comm.seconds - comm0,
+            "resample_seconds": getattr(filt, "resample_seconds", 0.0) - res0,
+            "moved": float(filt.stats.moved - moved0[0]) if hasattr(filt, "stats") else 0.0,
+            "moved_lower_bound": float(filt.stats.lower_bound - moved0[1]) if hasattr(filt, "stats") else 0.0,
         }
         if store is not None:
             fields = problem.fields(mean, torch.sqrt(var), all_x if members else None)
@@ -192,6 +200,14 @@ def summarise(store: Path, cfg: Config) -> dict:
         "method": cfg.filter.method,
         "software": f"diffda {__version__}",
     }
+
+
+def _injected_failure(rank: int, cycle: int) -> None:
+    """Fault injection for tests: ``DIFFDA_FAIL_RANK=r DIFFDA_FAIL_CYCLE=k`` makes rank r raise in cycle k."""
+    import os
+
+    if os.environ.get("DIFFDA_FAIL_RANK") == str(rank) and os.environ.get("DIFFDA_FAIL_CYCLE", "1") == str(cycle):
+        raise RuntimeError(f"injected failure in cycle {cycle} (DIFFDA_FAIL_RANK={rank})")
 
 
 def _guidance_options(cfg: Config) -> dict:

@@ -14,7 +14,8 @@ Resampling is systematic when ``ESS / N`` falls below the threshold.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -25,7 +26,7 @@ from ..distributed.comm import Comm
 from ..rng import shared_uniform
 from .ensemble import Ensemble, advance, current, ess, global_normalise, weighted_moments
 from .propagate import Propagator
-from .resample_step import resample
+from .resample_step import ResampleStats, resample
 
 
 @dataclass
@@ -60,6 +61,8 @@ class ParticleFilter:
     seed: int
     history: int = 1  # particles carry the last `history` states (the denoiser's condition)
     max_inflated_obs: int = 2048
+    stats: ResampleStats = field(default_factory=ResampleStats)
+    resample_seconds: float = 0.0
 
     def cycle(self, ens: Ensemble, cycle: int, observation: Observation, state_shape: tuple[int, ...]) -> CycleResult:
         if self.method == "pf-optimal":
@@ -70,7 +73,10 @@ class ParticleFilter:
         e = ess(self.comm, ens.ids, ens.log_w)
         if e < self.resample_threshold * self.n_total:
             u = shared_uniform(self.seed, cycle)
-            return resample(self.comm, ens, u, self.n_total, self.regularization, self.seed, cycle), e, True
+            start = time.perf_counter()
+            ens = resample(self.comm, ens, u, self.n_total, self.regularization, self.seed, cycle, self.stats)
+            self.resample_seconds += time.perf_counter() - start
+            return ens, e, True
         return ens, e, False
 
     def _optimal(self, ens: Ensemble, cycle: int, obs: Observation, shape: tuple[int, ...]) -> CycleResult:

@@ -64,8 +64,7 @@ def _jitter(comm: Comm, ens: Ensemble, ancestors: Tensor, n_total: int, reg: flo
     dup = torch.nonzero(ancestors[1:] == ancestors[:-1]).flatten() + 1
     if dup.numel() == 0:
         return None
-    d = int(ens.x[0].numel()) if ens.n_local else 0
-    d = int(comm.all_reduce(torch.tensor([d], dtype=torch.float64, device=comm.device)).max().item()) if comm.size > 1 else d
+    d = int(torch.tensor(ens.x.shape[1:]).prod())  # state dimension (the shape is known on every rank)
     h = reg * n_total ** (-1.0 / (d + 4))
     mean, _ = weighted_moments(comm, ens.x, ens.log_w)
     anomalies = torch.sqrt(torch.exp(ens.log_w.double())).to(ens.x.device).reshape((-1,) + (1,) * (ens.x.ndim - 1)) * (ens.x.double() - mean)

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "pipeline.commands.run",
     "pipeline.commands.make_data",
     "pipeline.commands.bench",
+    "pipeline.commands.train",
 ]
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +43,9 @@ from ..diffusion.denoiser import expand_time
 from ..diffusion.schedules import Schedule, make_schedule
 from .normalisation import Normalisation
 from .unet import SphereUNet, UNetConfig
+
+if TYPE_CHECKING:
+    from .checkpoint import GridLayout
 
 
 class NeuralDenoiser:
@@ -121,10 +125,16 @@ class NeuralDenoiser:
     @classmethod
     def from_checkpoint(cls, path: str | Path, schedule: Schedule | None = None, *,
                         device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
-                        compile: bool = False) -> "NeuralDenoiser":
-        """Load ``path`` (a checkpoint directory); ``schedule`` defaults to the stored one."""
-        from .checkpoint import load_checkpoint
+                        compile: bool = False, layout: "GridLayout | None" = None) -> "NeuralDenoiser":
+        """Load ``path`` (a checkpoint directory); ``schedule`` defaults to the stored one.
 
+        With ``layout`` (the inputs' channels and grid), refuse a checkpoint that does not fit
+        them (:func:`~.checkpoint.check_compatible`, an ``InputError`` naming the difference).
+        """
+        from .checkpoint import check_compatible, load_checkpoint, read_meta
+
+        if layout is not None:
+            check_compatible(read_meta(path), layout)
         net, meta = load_checkpoint(path, device=device)
         if schedule is None:
             sched = meta.get("schedule") or {"kind": "edm", "params": {}}

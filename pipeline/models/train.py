@@ -1,0 +1,349 @@
+r"""Training of the neural conditional denoiser (EDM loss) on trajectories of normalised fields.
+
+Samples. From trajectories ``z`` ``[T, C, H, W]`` (normalised), sample ``i`` is the condition
+``z[i-K+1 .. i]`` ``[K, C, H, W]`` and the target ``z[i+1]`` ``[C, H, W]``.
+
+Loss (Karras et al. 2022). ``ln sigma ~ N(P_mean, P_std²)`` (a fraction ``uniform_fraction``
+drawn log-uniformly in ``[sigma_min, sigma_max]`` instead, so that the large noise levels the
+filter's ``t = 1`` forecast call uses are trained too), ``eps ~ N(0, I)``,
+
+    L = E[ lambda(sigma) |D(z + sigma eps, sigma; c) - z|² ],   lambda = 1 / c_out² = (sigma² + s²) / (sigma s)²,
+
+per channel with ``s = sigma_data`` (see :mod:`.neural`); i.e. unit-weighted on ``F``'s target.
+
+Determinism and resumption. Every random draw of step ``k`` on rank ``r`` comes from its own
+counter-based generator ``rng.generator(seed, k, r, "train")`` (batch indices, sigmas, noise), the
+initial weights from a fork of the global RNG seeded with ``seed``, so the whole state is
+(weights, EMA, optimiser, step): it is saved every ``checkpoint_every`` steps
+(``training.pt``, atomic) and a resumed run reaches bit for bit the parameters of an
+uninterrupted one (on CPU; cuDNN kernels may not be deterministic). The learning rate is a
+function of the step (linear warm-up, cosine decay to 10 %).
+
+Data parallel. When ``torch.distributed.is_initialized()``, the network is wrapped in DDP
+(NCCL on GPU, gloo on CPU: whatever group exists), each rank draws its own batch (``r`` in the
+generator key), gradients are averaged, and rank 0 writes the checkpoints.
+
+The library does not print: ``progress(step, total, info)`` is called after every step on rank 0
+with ``info = {"loss", "lr", "seconds"}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from .. import rng
+from ..errors import DiffdaError
+from .checkpoint import GridLayout, make_meta, save_checkpoint
+from .neural import NeuralDenoiser
+from .normalisation import Normalisation
+from .unet import SphereUNet, UNetConfig
+
+Progress = Callable[[int, int, dict[str, float]], None]
+TRAIN_STATE = "training.pt"
+
+
+@dataclass
+class TrainOptions:
+    """Hyper-parameters of :func:`train` (``diffda train --set key=value``)."""
+
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    # architecture
+    base: int = 32
+    mults: tuple[int, ...] = (1, 2, 2)
+    blocks: int = 1
+    emb: int = 64
+    pole: str = "roll"
+    history: int = 2
+    # diffusion
+    residual: bool = True
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    uniform_fraction: float = 0.1
+    sigma_min: float = 1e-3
+    sigma_max: float = 100.0
+    # run
+    seed: int = 0
+    checkpoint_every: int = 500
+    resume: bool = True
+    amp: str = "auto"  # "auto" (bf16 on CUDA, off on CPU), "bf16", "off"
+    compile: bool = False
+    device: str = "auto"
+    threads: int = 0  # torch.set_num_threads on CPU; 0 = leave as is
+    # data (train_from_store)
+    val_fraction: float = 0.1
+    variables: list[str] | None = None
+    levels: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        self.mults = tuple(int(m) for m in self.mults)
+        checks = [
+            (self.steps >= 1, "steps must be >= 1"), (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"), (self.history >= 1, "history (K) must be >= 1"),
+            (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
+            (0 <= self.uniform_fraction <= 1, "uniform_fraction must be in [0, 1]"),
+            (0 < self.sigma_min < self.sigma_max, "need 0 < sigma_min < sigma_max"),
+            (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
+            (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+            (self.amp in ("auto", "bf16", "off"), "amp must be auto, bf16 or off"),
+            (self.pole in ("roll", "reflect", "zero"), "pole must be roll, reflect or zero"),
+            (self.base >= 4 and len(self.mults) >= 1, "base must be >= 4 and mults non-empty"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise DiffdaError(f"train option: {msg}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainOptions":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise DiffdaError(f"unknown train option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mults"] = list(self.mults)
+        return d
+
+    def network_config(self, channels: int) -> UNetConfig:
+        return UNetConfig(channels=channels, history=self.history, base=self.base, mults=self.mults,
+                          blocks=self.blocks, emb=self.emb, pole=self.pole)  # type: ignore[arg-type]
+
+
+@dataclass
+class TrainResult:
+    step: int
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    net: nn.Module | None = None  # the trained network (raw weights, not the EMA)
+    ema: dict[str, Tensor] | None = None
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def init_network(config: UNetConfig, seed: int) -> SphereUNet:
+    """A network initialised from ``seed`` (the global RNG is forked, then restored)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return SphereUNet(config)
+
+
+class SampleIndex:
+    """All (trajectory, time) pairs with K previous states and a next state."""
+
+    def __init__(self, trajectories: Sequence[Tensor], history: int):
+        self.trajectories = list(trajectories)
+        self.history = history
+        self.pairs = [(j, i) for j, z in enumerate(self.trajectories) for i in range(history - 1, z.shape[0] - 1)]
+        if not self.pairs:
+            raise DiffdaError(f"no training samples: trajectories need at least history + 1 = {history + 1} time steps")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def batch(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """``(condition [B, K, C, H, W], target [B, C, H, W])`` for sample numbers ``rows``."""
+        conds, targets = [], []
+        for r in rows.tolist():
+            j, i = self.pairs[r]
+            z = self.trajectories[j]
+            conds.append(z[i - self.history + 1: i + 1])
+            targets.append(z[i + 1])
+        return torch.stack(conds), torch.stack(targets)
+
+
+def sample_sigma(n: int, opts: TrainOptions, g: torch.Generator) -> Tensor:
+    """``[n]`` noise levels: log-normal, a fraction log-uniform in ``[sigma_min, sigma_max]``."""
+    normal = torch.randn(n, generator=g)
+    uniform = torch.rand(n, generator=g)
+    pick = torch.rand(n, generator=g) < opts.uniform_fraction
+    log_lo, log_hi = math.log(opts.sigma_min), math.log(opts.sigma_max)
+    log_sigma = torch.where(pick, log_lo + (log_hi - log_lo) * uniform, opts.p_mean + opts.p_std * normal)
+    return log_sigma.exp()
+
+
+def learning_rate(step: int, opts: TrainOptions) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 10 % at ``steps``."""
+    if step < opts.warmup:
+        return opts.lr * (step + 1) / opts.warmup
+    frac = (step - opts.warmup) / max(1, opts.steps - opts.warmup)
+    return opts.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def edm_loss(denoiser: NeuralDenoiser, cond: Tensor, target: Tensor, sigma: Tensor, eps: Tensor) -> Tensor:
+    """``mean(lambda(sigma) (D(z + sigma eps, sigma; c) - z)²)``, ``lambda = 1 / c_out²``."""
+    z_sigma = target + sigma[:, None, None, None] * eps
+    d = denoiser.edm(z_sigma, sigma, cond)
+    _, c_out, _, _ = denoiser.coefficients(sigma, target)
+    return ((d - target) ** 2 / c_out**2).mean()
+
+
+def _autocast_dtype(opts: TrainOptions, device: torch.device) -> torch.dtype | None:
+    if opts.amp == "bf16" or (opts.amp == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def train(trajectories: Sequence[Tensor] | Tensor, layout: GridLayout, normalisation: Normalisation,
+          out_dir: str | Path, options: TrainOptions | None = None, progress: Progress | None = None,
+          stop_at: int | None = None) -> TrainResult:
+    """Train on normalised ``[T, C, H, W]`` trajectories; write checkpoints to ``out_dir``.
+
+    Resumes from ``out_dir/training.pt`` when present and ``options.resume``. ``stop_at`` ends
+    the run early at that step (after checkpointing it), as a preemption would: the learning-rate
+    schedule still runs to ``options.steps``.
+    """
+    opts = options or TrainOptions()
+    out = Path(out_dir)
+    trajs = [trajectories] if isinstance(trajectories, Tensor) else list(trajectories)
+    channels = trajs[0].shape[1]
+    if any(z.shape[1:] != trajs[0].shape[1:] for z in trajs):
+        raise DiffdaError("all trajectories must share [C, H, W]")
+    rank, world = _rank_world()
+    device = pick_device(opts.device)
+    if opts.threads and device.type == "cpu":
+        torch.set_num_threads(opts.threads)
+    config = opts.network_config(channels)
+    net = init_network(config, opts.seed).to(device)
+    ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    optimiser = torch.optim.AdamW(net.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    step = 0
+    state_path = out / TRAIN_STATE
+    if opts.resume and state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        saved = state.get("architecture")
+        if saved is not None and saved != config.to_dict():
+            raise DiffdaError(f"{state_path} was trained with architecture {saved}, not {config.to_dict()}; "
+                              "use another --out or --set resume=false to start afresh")
+        net.load_state_dict(state["model"])
+        ema = {k: v.to(device) for k, v in state["ema"].items()}
+        optimiser.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+    model: nn.Module = net
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
+    samples = SampleIndex([z.to(device=device, dtype=torch.float32) for z in trajs], opts.history)
+    denoiser = NeuralDenoiser(model, None, normalisation, residual=opts.residual,  # type: ignore[arg-type]
+                              sigma_min=opts.sigma_min, sigma_max=opts.sigma_max,
+                              dtype=_autocast_dtype(opts, device), compile=opts.compile)
+    meta_extra = dict(residual=opts.residual, sigma_min=opts.sigma_min, sigma_max=opts.sigma_max)
+    result = TrainResult(step=step)
+    end = opts.steps if stop_at is None else min(stop_at, opts.steps)
+    start = time.perf_counter()
+    net.train()
+    while step < end:
+        tic = time.perf_counter()
+        g = rng.generator(opts.seed, step, rank, "train")
+        rows = torch.randint(len(samples), (opts.batch_size,), generator=g)
+        cond, target = samples.batch(rows)
+        sigma = sample_sigma(opts.batch_size, opts, g).to(device)
+        eps = torch.randn(target.shape, generator=g).to(device)
+        lr = learning_rate(step, opts)
+        for group in optimiser.param_groups:
+            group["lr"] = lr
+        loss = edm_loss(denoiser, cond, target, sigma, eps)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        if opts.grad_clip > 0:
+            nn.utils.clip_grad_norm_(net.parameters(), opts.grad_clip)
+        optimiser.step()
+        step += 1
+        decay = min(opts.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for k, v in net.state_dict().items():
+                if v.dtype.is_floating_point:
+                    ema[k].lerp_(v, 1 - decay)
+                else:
+                    ema[k].copy_(v)
+        value = float(loss.detach())
+        result.losses.append(value)
+        if progress is not None and rank == 0:
+            progress(step, opts.steps, {"loss": value, "lr": lr, "seconds": time.perf_counter() - tic})
+        if step % opts.checkpoint_every == 0 or step == end:
+            if rank == 0:
+                out.mkdir(parents=True, exist_ok=True)
+                _atomic_save({"step": step, "model": net.state_dict(), "ema": ema, "optimizer": optimiser.state_dict(),
+                              "architecture": config.to_dict(), "options": opts.to_dict()}, state_path)
+                meta = make_meta(config, layout, normalisation, step=step,
+                                 training={"options": opts.to_dict(), "world_size": world}, **meta_extra)
+                save_checkpoint(out, net, meta, state_dict=ema)
+            if world > 1:
+                dist.barrier()
+    result.step, result.net, result.ema = step, net, ema
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def read_store(store_path: str | Path, variables: Sequence[str] | None = None,
+               levels: Sequence[float] | None = None) -> tuple[Tensor, GridLayout]:
+    """Physical ``[T, C, H, W]`` and layout: the data plane's ERA5 reader when present, else :mod:`.store`."""
+    from .store import read_trajectory
+
+    return read_trajectory(store_path, variables=variables, levels=levels)
+
+
+def train_from_store(store_path: str | Path, out_dir: str | Path, options: TrainOptions | dict | None = None,
+                     progress: Progress | None = None, stop_at: int | None = None) -> dict[str, Any]:
+    """Read an ERA5-layout store, normalise, train (the first ``1 - val_fraction`` of the times),
+    measure forecast skill on the rest, and return a summary (also in ``meta.json``)."""
+    from .checkpoint import read_meta
+    from .skill import forecast_skill
+
+    opts = options if isinstance(options, TrainOptions) else TrainOptions.from_dict(dict(options or {}))
+    data, layout = read_store(store_path, opts.variables, opts.levels)
+    n_val = int(round(opts.val_fraction * data.shape[0]))
+    train_part, val_part = data[: data.shape[0] - n_val], data[data.shape[0] - n_val:]
+    norm = Normalisation.from_trajectory(train_part, residual=opts.residual)
+    z = norm.normalise(train_part.double()).float()
+    result = train(z, layout, norm, out_dir, opts, progress=progress, stop_at=stop_at)
+    summary: dict[str, Any] = {"step": result.step, "seconds": result.seconds, "train_times": int(train_part.shape[0]),
+                               "val_times": int(n_val),
+                               "final_loss": (sum(result.losses[-50:]) / len(result.losses[-50:])) if result.losses else None}
+    rank, _ = _rank_world()
+    if rank == 0 and n_val > opts.history + 1:
+        den = NeuralDenoiser.from_checkpoint(out_dir)
+        climatology = z.mean(0)
+        skill = forecast_skill(den, norm.normalise(val_part.double()).float(), climatology, layout)
+        summary["skill"] = skill
+        meta = read_meta(out_dir)
+        meta["training"]["skill"] = skill
+        from .checkpoint import META, _atomic
+        import json
+
+        _atomic(Path(out_dir) / META, lambda p: p.write_text(json.dumps(meta, indent=1)))
+    return summary

@@ -35,8 +35,8 @@ class ScheduleConfig(Section):
 
 
 class SamplerConfig(Section):
-    steps: int = Field(32, ge=1, description="reverse-diffusion steps per propagation")
-    eta: float = Field(1.0, ge=0.0, description="0 = probability-flow ODE (DDIM), 1 = reverse SDE (DDPM)")
+    steps: int = Field(64, ge=1, description="reverse-diffusion steps per propagation")
+    eta: float = Field(0.0, ge=0.0, description="0 = probability-flow ODE (DDIM), 1 = reverse SDE (DDPM)")
     corrections: int = Field(0, ge=0, description="Langevin corrections between steps")
     delta: float = Field(0.1, gt=0.0, description="Langevin step size as a fraction of sigma_t^2")
     t_min: float = Field(1e-3, gt=0.0, lt=1.0, description="last diffusion time of the grid")

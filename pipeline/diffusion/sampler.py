@@ -11,7 +11,10 @@ integrator (DDIM) with ``η`` noise:
 ``x_s = (alpha_s/alpha_t) x_t + (alpha_s/alpha_t - sigma_s/sigma_t) sigma_t^2 s(x_t)``), ``η = 1`` the
 DDPM ancestral step (the exact Gaussian posterior ``q(x_s | x_t, x_hat)``). After each step, ``C``
 Langevin corrections ``x <- x + δ s(x) + sqrt(2 δ) z`` with ``δ = delta · sigma_s^2``. The sample is
-the denoiser mean at ``t_min``. The sampler starts from ``x_1 = sigma_1 z``.
+the denoiser mean at ``t_min``. The sampler starts from ``x_1 = alpha_1 d(sigma_1 z, 1; c) + sigma_1 z``:
+the noisy marginal at ``t = 1`` is ``N(alpha_1 E[x|c], ...)``, and starting from ``sigma_1 z`` alone would
+leave a bias of the data mean that no number of ODE steps removes (large for VE/EDM schedules whose
+``sigma_max`` is not far above the data scale).
 
 All noise comes from ``draw()`` (the caller's per-particle streams): the sampler never calls the
 global RNG, so results do not depend on how particles are batched.
@@ -60,8 +63,9 @@ class Sampler:
         d, schedule = self.denoiser, self.denoiser.schedule
         dtype, device = condition.dtype, condition.device
         ts = time_grid(schedule, self.steps, self.t_min, self.grid, dtype, device)
-        _, sigma_1 = schedule(ts[0])
-        x = sigma_1 * draw()
+        alpha_1, sigma_1 = schedule(ts[0])
+        z = draw()
+        x = alpha_1 * d(sigma_1 * z, ts[0], condition) + sigma_1 * z
         for t, s in zip(ts[:-1], ts[1:]):
             alpha_t, sigma_t = schedule(t)
             alpha_s, sigma_s = schedule(s)

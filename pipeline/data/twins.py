@@ -141,7 +141,7 @@ def _write_atomic(ds: xr.Dataset, path: Path) -> None:
     """Write to a temporary sibling then rename, so no partial store is ever left at ``path``."""
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    ds.to_zarr(tmp, mode="w", consolidated=True)
+    ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3)
     if path.exists():
         shutil.rmtree(path)
     tmp.rename(path)

@@ -26,3 +26,20 @@ def optimal_proposal(m: Tensor, Q: Tensor, H: Tensor, R: Tensor, y: Tensor) -> t
     """``p(x' | x, y) = N(m + K (y - H m), (I - K H) Q)``, ``K = Q H^T (H Q H^T + R)^-1``."""
     K = torch.linalg.solve(H @ Q @ H.T + R, H @ Q).T
     return m + (y - m @ H.T) @ K.T, (torch.eye(Q.shape[0], dtype=Q.dtype) - K @ H) @ Q
+
+
+def kalman_twin_scores(truth: Tensor, y: Tensor, M: Tensor, q: float, r: float, stride: int,
+                       init_std: float) -> tuple[list[float], list[float]]:
+    """RMSE and spread of the exact Kalman filter on a linear twin (``y`` NaN where unobserved).
+
+    ``truth`` ``[K+1, D]`` (cycle 0 is the initial mean, covariance ``init_std^2 I``), ``y`` ``[K, D]``.
+    """
+    d = truth.shape[1]
+    H = torch.eye(d, dtype=torch.float64)[::stride]
+    eye = torch.eye(d, dtype=torch.float64)
+    mu, P, rmse, spread = truth[0].double().clone(), init_std**2 * eye, [], []
+    for k in range(y.shape[0]):
+        _, _, mu, P = kalman_step(mu, P, M, q * eye, H, r * torch.eye(len(H), dtype=torch.float64), y[k][::stride].double())
+        rmse.append(float(((mu - truth[k + 1]) ** 2).mean().sqrt()))
+        spread.append(float(torch.diagonal(P).mean().sqrt()))
+    return rmse, spread

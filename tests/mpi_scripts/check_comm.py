@@ -14,7 +14,8 @@ import torch
 from pipeline.distributed.comm import shard_sizes
 from pipeline.distributed.failure import run_ranked
 from pipeline.distributed.launch import Context
-from pipeline.distributed.migration import gather_by_id, lower_bound, migrate, systematic_resample
+from pipeline.distributed.migration import gather_by_id, lower_bound, migrate
+from pipeline.filters.resampling import systematic
 
 
 def check(cond: bool, what: str) -> None:
@@ -68,7 +69,7 @@ def check_migration(ctx: Context, n: int = 37, cycles: int = 4) -> None:
     for cycle in range(cycles):
         logw = torch.randn(n, generator=g, dtype=torch.float64) * (3.0 if cycle != 2 else 50.0)
         w = torch.softmax(logw, 0)
-        anc = systematic_resample(w, float(torch.rand((), generator=g, dtype=torch.float64)))
+        anc = systematic(torch.as_tensor(w, dtype=torch.float64), float(torch.rand((), generator=g, dtype=torch.float64))).numpy()
         owner_before = np.full(n, -1)
         for s, gi in enumerate(comm.all_gather(ids)):
             owner_before[gi.numpy()] = s

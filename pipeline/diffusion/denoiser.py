@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import torch
 from torch import Tensor
 
 from .schedules import Schedule
@@ -28,8 +29,10 @@ class Denoiser(Protocol):
     def __call__(self, x_t: Tensor, t: Tensor, condition: Tensor) -> Tensor: ...
 
 
-def score(denoiser: Denoiser, x_t: Tensor, t: Tensor, condition: Tensor) -> Tensor:
+def score(denoiser: Denoiser, x_t: Tensor, t: Tensor | float, condition: Tensor) -> Tensor:
     """``(alpha_t d(x_t, t; c) - x_t) / sigma_t^2``, shape of ``x_t``."""
+    floating = isinstance(t, Tensor) and t.is_floating_point()
+    t = torch.as_tensor(t, dtype=t.dtype if floating else x_t.dtype, device=x_t.device)
     alpha, sigma = denoiser.schedule(_expand(t, x_t))
     return (alpha * denoiser(x_t, t, condition) - x_t) / sigma**2
 

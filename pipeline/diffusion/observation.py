@@ -83,6 +83,10 @@ class Observation:
     def size(self) -> int:
         return int(self.y.numel())
 
+    def to(self, device: torch.device | str) -> "Observation":
+        """The same observation with ``y``, ``variance`` and ``H``'s index on ``device`` (dtype kept)."""
+        return Observation(self.y.to(device), self.variance.to(device), self.operator.to(device))
+
     @staticmethod
     def from_field(y_field: Tensor, variance: float | Tensor, fn: str = "identity") -> "Observation":
         """From ``y`` in the state layout ``S`` (NaN = not observed) and a variance (scalar or ``S``)."""

@@ -46,7 +46,7 @@ def run_filters(data_dir: Path, out_root: Path, preset: str, particles: list[int
                          f"{m['ess_min']:.1f}", str(m['resample_count']), f"{m['wall_seconds']:.0f}",
                          f"{m['denoiser_seconds'] / max(m['wall_seconds'], 1e-9):.2f}"])
     if preset == "linear":
-        rows.append(["Kalman (exact)", "-", *_kalman_row(data_dir, load_config(overrides=base)), "-", "-", "-", "-", "-", "-"])
+        rows.append(["Kalman (exact)", "-", *_kalman_row(data_dir, load_config(overrides=base)), "-", "-", "-", "-", "-"])
     table = markdown_table(
         ["filter", "N", "RMSE a", "RMSE f", "spread a", "CRPS a", "ESS mean", "ESS min", "resamples",
          "wall s", "denoiser/wall"], rows)

@@ -79,6 +79,7 @@ def _fmt_level(lv: float) -> str:
 def _atomic(path: Path, write) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     write(tmp)
+    os.chmod(tmp, 0o644)  # safetensors creates its file 0600; checkpoints are shared and shipped
     os.replace(tmp, path)
 
 

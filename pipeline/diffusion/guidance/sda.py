@@ -1,8 +1,15 @@
-r"""SDA (Rozet & Louppe): ``log p(y | x_t) ~ log N(y | H(x_hat), Sigma_y + sigma_t^2/alpha_t^2 gamma A A^T)``.
+r"""SDA (Rozet & Louppe 2023): ``p(y | x_t) ~ N(y | H(x_hat), Sigma_y + sigma_t^2/alpha_t^2 gamma A A^T)``.
 
-``A`` is the Jacobian of ``H`` at ``x_hat``; for the elementwise-select ``H`` of
-:mod:`pipeline.diffusion.observation`, ``A A^T = diag(f'(x_hat[index])^2)``. The covariance is held
-constant (no gradient through it); the gradient flows through ``x_hat``.
+``x_hat = d(x_t, t; c)``; ``A`` the Jacobian of ``H`` at ``x_hat``, ``Gamma = gamma I`` a fixed prior
+covariance scale. For the elementwise-select ``H`` of :mod:`pipeline.diffusion.observation`,
+``A A^T = diag(f'(x_hat[index])^2)``, so with ``cov_y = Sigma_y + sigma_t^2/alpha_t^2 gamma diag(f'^2)``
+(held constant: no gradient through it)
+
+    grad_{x_t} log p(y | x_t) = (dH(x_hat)/dx_t)^T cov_y^-1 (y - H(x_hat)),
+    d(x_t, t; c, y)           = x_hat + sigma_t^2 / alpha_t * grad_{x_t} log p(y | x_t).
+
+One backward pass per call. As ``sigma_t -> 0`` it tends to DPS (and MMPS).
+Shapes: ``x_t`` ``[B, *S]``, ``t`` scalar or ``[B]``; result ``[B, *S]``, detached.
 """
 
 from __future__ import annotations
@@ -12,24 +19,25 @@ from torch import Tensor
 
 from ..denoiser import Denoiser
 from ..observation import Observation
-from .common import alpha_sigma, denoise_with_graph
+from .common import ObservationCache, alpha_sigma, denoise_with_graph, per_particle
 
 
 class SDA:
     def __init__(self, denoiser: Denoiser, observation: Observation, gamma: float = 1e-2):
+        if gamma <= 0:
+            raise ValueError(f"SDA gamma must be positive; got {gamma}")
         self.denoiser, self.observation, self.gamma = denoiser, observation, gamma
         self.schedule = denoiser.schedule
+        self._obs = ObservationCache(observation)
 
     def __call__(self, x_t: Tensor, t: Tensor, condition: Tensor) -> Tensor:
-        obs = self.observation
-        alpha, sigma = alpha_sigma(self.denoiser, t, x_t)
-        a2 = (sigma / alpha) ** 2
-        a2 = a2.flatten(1)[:, :1] if a2.ndim else a2  # [B, 1] against [B, M]
+        obs = self._obs.on(x_t)
+        alpha_t, sigma_t = alpha_sigma(self.denoiser, t, x_t)
         with torch.enable_grad():
             x, x_hat = denoise_with_graph(self.denoiser, x_t, t, condition)
-            deriv = obs.operator.derivative(x_hat).detach()
-            var = obs.variance + a2 * self.gamma * deriv**2
+            deriv = obs.operator.derivative(x_hat).detach()  # f'(x_hat[index]), [B, M]
+            cov_y = obs.variance + per_particle((sigma_t / alpha_t) ** 2) * self.gamma * deriv**2
             r = obs.y - obs.operator(x_hat)
-            log_lik = -0.5 * (r**2 / var).sum()
+            log_lik = -0.5 * (r**2 / cov_y).sum()
             (grad,) = torch.autograd.grad(log_lik, x)
-        return (x_hat + sigma**2 / alpha * grad).detach()
+        return (x_hat + (sigma_t**2 / alpha_t * grad).to(x_hat.dtype)).detach()

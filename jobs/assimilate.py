@@ -1,0 +1,90 @@
+r"""The assimilation job: exactly what ``diffda run`` does, on every task of a SLURM job.
+
+``Assimilate(config, overrides, data, out)`` is what ``diffda submit`` and ``diffda campaign``
+pickle; it calls :func:`pipeline.commands.run.body` (the ``diffda run`` code path) under
+:func:`pipeline.distributed.failure.run_ranked`, with a stop flag that ends the run after a
+checkpointed cycle on ``USR2``/``SIGTERM`` (see :mod:`jobs.common`). A requeued or resubmitted job
+resumes after the last complete cycle. Returns (task 0) a small summary dict.
+
+From Python::
+
+    import submitit
+    from jobs.assimilate import Assimilate
+    ex = submitit.AutoExecutor(folder="runs/l96/slurm")
+    ex.update_parameters(slurm_partition="gpu", tasks_per_node=4, gpus_per_node=4, timeout_min=60)
+    job = ex.submit(Assimilate(None, ["filter.particles=256"], "data/l96", "runs/l96"))
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from .common import DiffdaJob, JobStopped
+
+
+class Assimilate(DiffdaJob):
+    def __init__(self, config: str | Path | None, overrides: list[str] | None, data: str | Path | None,
+                 out: str | Path | None, fresh: bool = False, preset: str | None = None, quiet: bool = False):
+        self.config = None if config is None else str(config)
+        self.overrides = list(overrides or [])
+        self.data = None if data is None else str(data)
+        self.out = None if out is None else str(out)
+        self.fresh = fresh
+        self.preset = preset
+        self.quiet = quiet
+
+    def args(self) -> argparse.Namespace:
+        """The ``diffda run`` arguments this job stands for."""
+        return argparse.Namespace(
+            config=None if self.config is None else Path(self.config), preset=self.preset,
+            data=None if self.data is None else Path(self.data), out=None if self.out is None else Path(self.out),
+            overrides=list(self.overrides), fresh=self.fresh, quiet=self.quiet)
+
+    def work(self, should_stop: Any) -> dict:
+        from pipeline.commands.run import body, resolve
+        from pipeline.distributed.failure import run_ranked
+
+        args = self.args()
+        cfg, data_dir, out_dir = resolve(args)
+        box: list = []
+        start = time.time()
+        _progress_note(out_dir, "running", start)
+        rc = run_ranked(lambda ctx: body(ctx, args, cfg, data_dir, out_dir, should_stop=should_stop, result_box=box),
+                        device=cfg.run.device, backend=cfg.run.backend)
+        result = box[0] if box else None
+        if result is not None and result.stopped:
+            raise JobStopped
+        if rc != 0:
+            raise RuntimeError(f"diffda run exited with status {rc}")
+        return {"out": str(out_dir), "metrics": getattr(result, "metrics", {}),
+                "resumed_from": getattr(result, "resumed_from", 0), "seconds": time.time() - start}
+
+
+def _progress_note(out_dir: Path, state: str, since: float) -> None:
+    """A small ``job.json`` (first task only): which job works on this directory, since when."""
+    import os
+
+    if os.environ.get("SLURM_PROCID", os.environ.get("SUBMITIT_LOCAL_GLOBALID", "0")) != "0":
+        return
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        note = {"state": state, "since": since, "job_id": os.environ.get("SLURM_JOB_ID"),
+                "array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
+                "array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
+                "restarts": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
+                "start_cycle": cycles_done(out_dir)}
+        (out_dir / "job.json").write_text(json.dumps(note) + "\n")
+    except OSError:
+        pass
+
+
+def cycles_done(out_dir: Path) -> int:
+    """The last checkpointed cycle of the run in ``out_dir`` (0 when none)."""
+    try:
+        return int(json.loads((Path(out_dir) / "checkpoint" / "latest.json").read_text())["cycle"])
+    except (OSError, ValueError, KeyError):
+        return 0

@@ -1,0 +1,235 @@
+"""Integration tests on a real SLURM cluster: ``slurm/local-cluster.sh up`` (one node, as root).
+
+Skipped when no cluster answers, unless ``DIFFDA_REQUIRE_SLURM=1`` (``.ci/run``): then they fail.
+
+* a 2-rank assimilation submitted through submitit (``diffda submit --profile localhost``, ranks
+  started by ``srun --mpi=pmi2``) completes, and its analysis equals, bit for bit, the same run
+  made locally with ``mpiexec -n 2``;
+* a job interrupted mid-run, by ``scontrol requeue`` (SIGTERM) or by the signal submitit uses for
+  preemption and time-outs (USR2), stops after a checkpointed cycle, is requeued, resumes, and
+  its analysis is bitwise identical to an uninterrupted run; every cycle appears exactly once in
+  the job's log;
+* a 3-window campaign runs as one job array and ``diffda status`` reports it done;
+* a window that fails is reported failed with its log path, and ``--resume`` reruns only it;
+* a chained campaign (dependent jobs) reproduces the single long run bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from tests.test_distributed_mpi import MPIEXEC, ROOT, clean_env
+
+pytestmark = pytest.mark.slurm
+RUN = ["--set", "filter.particles=16", "--set", "sampler.steps=8", "--set", "run.cycles=20"]
+SLOW = ["--set", "filter.particles=16", "--set", "sampler.steps=16", "--set", "run.cycles=30"]
+
+
+def cluster_state() -> str | None:
+    """Why the cluster is not usable, or None when it is."""
+    if shutil.which("sinfo") is None:
+        return "no SLURM client commands (sinfo); run `slurm/local-cluster.sh up` as root"
+    try:
+        p = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"sinfo failed: {err}"
+    states = p.stdout.split()
+    if p.returncode != 0 or not any(s.rstrip("*~#") in ("idle", "mixed", "allocated", "completing") for s in states):
+        return f"no usable SLURM node (sinfo: {p.stdout.strip() or p.stderr.strip()}); run `slurm/local-cluster.sh up`"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    why = cluster_state()
+    if why is not None:
+        if os.environ.get("DIFFDA_REQUIRE_SLURM") == "1":
+            pytest.fail(f"DIFFDA_REQUIRE_SLURM=1 but {why}")
+        pytest.skip(why)
+
+
+def diffda(*args: str, timeout: float = 240, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=clean_env(), cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, f"diffda {' '.join(args)} -> {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def local_run(n: int, data: Path, out: Path, *extra: str) -> None:
+    proc = subprocess.run([MPIEXEC, "-n", str(n), sys.executable, "-m", "pipeline.cli", "run", "--data", str(data),
+                           "--out", str(out), "--quiet", *extra], env=clean_env(), cwd=ROOT, capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def assert_same_analysis(a: Path, b: Path) -> None:
+    da, db = xr.open_zarr(a / "analysis.zarr").load(), xr.open_zarr(b / "analysis.zarr").load()
+    assert int(da.attrs.get("complete", 0)) == 1
+    for var in ("x", "x_spread", "ess", "resampled", "rmse_analysis"):
+        assert np.array_equal(da[var].values, db[var].values), var
+
+
+def job_field(job_id: str, name: str) -> str:
+    text = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
+    m = re.search(rf"\b{name}=(\S+)", text)
+    return m.group(1) if m else ""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("slurm-l96") / "data"
+    diffda("make-data", "lorenz96", "--out", str(d), "--set", "cycles=30")
+    return d
+
+
+@pytest.fixture(scope="module")
+def one_rank_profile(tmp_path_factory):
+    """The localhost profile with one rank per job, so two array tasks fit the 2-CPU node at once."""
+    text = (ROOT / "slurm" / "profiles" / "localhost.yaml").read_text()
+    path = tmp_path_factory.mktemp("profiles") / "localhost1.yaml"
+    path.write_text(re.sub(r"(?m)^tasks_per_node:.*$", "tasks_per_node: 1", text))
+    return path
+
+
+def test_submit_two_ranks_equals_local_run(data, tmp_path):
+    out = tmp_path / "slurm-run"
+    proc = diffda("submit", "--profile", "localhost", "--data", str(data), "--out", str(out), *RUN, "--wait")
+    assert re.search(r"submitted job \d+", proc.stdout)
+    assert "completed" in proc.stdout
+    sub = json.loads((out / "submission.json").read_text())
+    logs = (out / "slurm" / f"{sub['job_id']}_0_log.err").read_text() + (out / "slurm" / f"{sub['job_id']}_1_log.err").read_text()
+    assert logs.count("launcher mpi") == 2  # srun --mpi=pmi2 started MPI ranks
+    local = tmp_path / "local-run"
+    local_run(2, data, local, *RUN)
+    assert_same_analysis(out, local)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    local_run(2, data, out, *SLOW)
+    return out
+
+
+@pytest.mark.parametrize("how", ["scontrol-requeue", "usr2"])
+def test_requeued_job_resumes_bitwise(data, uninterrupted, tmp_path, how):
+    out = tmp_path / "run"
+    diffda("submit", "--profile", "localhost", "--data", str(data), "--out", str(out), *SLOW)
+    job = json.loads((out / "submission.json").read_text())["job_id"]
+    latest = out / "checkpoint" / "latest.json"
+    deadline = time.monotonic() + 180
+    while not (latest.exists() and json.loads(latest.read_text())["cycle"] >= 3):
+        assert time.monotonic() < deadline, "the job did not reach cycle 3"
+        assert job_field(job, "JobState") in ("PENDING", "RUNNING", "CONFIGURING"), job_field(job, "JobState")
+        time.sleep(0.2)
+    if how == "scontrol-requeue":  # SIGTERM to the tasks; SLURM requeues the job itself
+        subprocess.run(["scontrol", "requeue", job], check=True)
+    else:  # what SLURM sends before the time limit (sbatch --signal=USR2@...); the job requeues itself
+        subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    deadline = time.monotonic() + 200
+    held_since = None
+    while True:
+        state, reason = job_field(job, "JobState"), job_field(job, "Reason")
+        if state == "PENDING" and reason == "BeginTime":
+            # SLURM holds a requeued job for ~2 min; release it, but not within the second of the
+            # requeue (slurmd refuses a job credential issued in the second it revoked the old one)
+            held_since = held_since or time.monotonic()
+            if time.monotonic() - held_since > 3:
+                subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], check=False)
+        if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+            break
+        assert time.monotonic() < deadline, f"job {job} still {state} ({reason})"
+        time.sleep(0.5)
+    assert state == "COMPLETED"
+    assert job_field(job, "Restarts") == "1"
+    log = (out / "slurm" / f"{job}_0_log.err").read_text()
+    signal = "SIGTERM" if how == "scontrol-requeue" else "SIGUSR2"
+    m = re.search(rf"stopped after cycle (\d+) \({signal}\)", log)
+    assert m, log[-3000:]
+    assert 3 <= int(m.group(1)) < 30
+    cycles = [int(c) for c in re.findall(r"^cycle (\d+)/30", log, re.M)]
+    assert cycles == list(range(1, 31))  # none lost, none run (or written) twice
+    note = json.loads((out / "job.json").read_text())
+    assert note["restarts"] == 1 and note["start_cycle"] == int(m.group(1))
+    assert_same_analysis(out, uninterrupted)
+
+
+def campaign_args(data: Path, out: Path, profile: Path) -> list[str]:
+    return ["campaign", "--profile", str(profile), "--data", str(data), "--out", str(out),
+            "--start", "2000-01-01T06", "--end", "2000-01-06T06", "--window", "40h", "--spinup", "12h",
+            "--max-concurrent", "2", "--set", "filter.particles=16", "--set", "sampler.steps=8"]
+
+
+def test_campaign_runs_as_job_array(data, tmp_path, one_rank_profile):
+    out = tmp_path / "campaign"
+    proc = diffda(*campaign_args(data, out, one_rank_profile), "--wait")
+    manifest = json.loads((out / "campaign.json").read_text())
+    ids = [w["submissions"][0]["job_id"] for w in manifest["windows"]]
+    assert len(ids) == 3 and len({i.split("_")[0] for i in ids}) == 1  # one array
+    assert [i.split("_")[1] for i in ids] == ["0", "1", "2"]
+    status = diffda("status", str(out))
+    assert status.stdout.count(" done ") == 3, status.stdout
+    assert "3 done" in status.stdout, status.stdout
+    starts = [w["run_start"] for w in manifest["windows"]]
+    assert starts == [0, 5, 12] and [w["spinup"] for w in manifest["windows"]] == [0, 2, 2]
+    for w in manifest["windows"]:
+        ds = xr.open_zarr(Path(w["out"]) / "analysis.zarr")
+        assert ds.sizes["time"] == w["cycles"] and int(ds.attrs["complete"]) == 1
+    assert "w000:done  w001:done  w002:done" in proc.stdout
+
+
+def test_failed_window_reported_and_resumed(data, tmp_path, one_rank_profile):
+    out = tmp_path / "campaign"
+    bogus = out / "w001" / "checkpoint"  # a stale run of another configuration: window 1 must fail
+    bogus.mkdir(parents=True)
+    (bogus / "latest.json").write_text(json.dumps({"cycle": 1, "ranks": 1, "fingerprint": "someone-else"}))
+    proc = diffda(*campaign_args(data, out, one_rank_profile), "--wait", check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    status = diffda("status", str(out), check=False)
+    assert status.returncode == 1
+    line = next(ln for ln in status.stdout.splitlines() if ln.startswith("w001"))
+    assert " failed " in line and "another configuration" in line, status.stdout
+    log = Path(line.split("log: ")[1].strip())
+    assert log.exists() and "another configuration" in log.read_text()
+    assert sum(" done " in ln for ln in status.stdout.splitlines()) == 2
+
+    shutil.rmtree(bogus)
+    proc = diffda("campaign", "--resume", str(out), "--wait")
+    assert "resubmitted 1 window(s) (w001)" in proc.stdout
+    manifest = json.loads((out / "campaign.json").read_text())
+    assert [len(w["submissions"]) for w in manifest["windows"]] == [1, 2, 1]
+    status = diffda("status", str(out))
+    assert "3 done" in status.stdout
+    again = diffda("campaign", "--resume", str(out))
+    assert "nothing to resubmit" in again.stdout
+
+
+def test_chained_campaign_equals_one_long_run(data, tmp_path, one_rank_profile):
+    """Chained windows are dependent jobs, each starting from the previous window's particles;
+    randomness is keyed by the data's cycle, so together they are the single 20-cycle run."""
+    out = tmp_path / "chained"
+    diffda("campaign", "--profile", str(one_rank_profile), "--mode", "chained", "--data", str(data),
+           "--out", str(out), "--start", "2000-01-01T06", "--end", "2000-01-06T06", "--window", "40h",
+           "--set", "filter.particles=16", "--set", "sampler.steps=8", "--wait")
+    manifest = json.loads((out / "campaign.json").read_text())
+    ids = [w["submissions"][0]["job_id"] for w in manifest["windows"]]
+    script = (out / "slurm" / f"{ids[2]}_submission.sh").read_text()
+    assert f"--dependency=afterok:{ids[1]}" in script
+    local = tmp_path / "long"
+    local_run(1, data, local, *RUN)
+    long = xr.open_zarr(local / "analysis.zarr")
+    parts = [xr.open_zarr(Path(w["out"]) / "analysis.zarr") for w in manifest["windows"]]
+    for var in ("x", "x_spread", "ess"):
+        assert np.array_equal(np.concatenate([p[var].values for p in parts]), long[var].values), var

@@ -9,6 +9,9 @@ python=${PYTHON:-python3}
 stamp=.venv/.diffda-env
 want="$(cat env/requirements-cpu.txt pyproject.toml | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  # Up to date; an editable install made before a new top-level package existed misses it.
+  .venv/bin/python -c "import pipeline, jobs" 2>/dev/null \
+    || .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
   exit 0
 fi
 if [ ! -x .venv/bin/python ]; then

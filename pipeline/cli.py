@@ -19,6 +19,10 @@ COMMAND_MODULES = [
     "pipeline.commands.make_data",
     "pipeline.commands.bench",
     "pipeline.commands.train",
+    "pipeline.commands.prepare",
+    "pipeline.commands.submit",
+    "pipeline.commands.campaign",
+    "pipeline.commands.status",
 ]
 
 

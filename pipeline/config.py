@@ -24,9 +24,22 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    preset: Literal["linear", "lorenz96", "lorenz63", "sphere"] = "lorenz96"
+    preset: Literal["linear", "lorenz96", "lorenz63", "sphere", "era5"] = "lorenz96"
     dir: Path | None = Field(None, description="inputs (truth.zarr, observations.zarr); made when absent")
     params: dict[str, Any] = Field(default_factory=dict, description="make-data keys, e.g. {cycles: 200}")
+    # gridded data (sphere, era5): pipeline.data.gridded
+    store: str | None = Field(None, description="reference store, path or fsspec URL; default DIR/truth.zarr")
+    observations: str | None = Field(None, description="observations store, path or URL; default DIR/observations.zarr")
+    statistics: Path | None = Field(None, description="normalisation statistics (diffda prepare); default DIR/statistics.json")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for URL stores")
+    variables: list[str] | None = Field(None, description="state variables (ERA5 long names); default all")
+    levels: list[float] | None = Field(None, description="pressure levels in hPa; default all")
+    start: str | None = Field(None, description="first reference time of the window (ISO 8601)")
+    stop: str | None = Field(None, description="last reference time of the window (ISO 8601)")
+    regrid: bool = Field(False, description="regrid the reference to the neural checkpoint's grid")
+    noise_std: dict[str, float] = Field(default_factory=dict, description="observation noise std per variable "
+                                        "(overrides the store's noise_std attributes)")
+    prefetch: int = Field(1, ge=0, description="cycles of input read ahead in the background")
 
 
 class ScheduleConfig(Section):
@@ -36,7 +49,7 @@ class ScheduleConfig(Section):
 
 class SamplerConfig(Section):
     steps: int = Field(64, ge=1, description="reverse-diffusion steps per propagation")
-    eta: float = Field(0.0, ge=0.0, description="0 = probability-flow ODE (DDIM), 1 = reverse SDE (DDPM)")
+    eta: float = Field(0.0, ge=0.0, le=1.0, description="0 = probability-flow ODE (DDIM), 1 = reverse SDE (DDPM)")
     corrections: int = Field(0, ge=0, description="Langevin corrections between steps")
     delta: float = Field(0.1, gt=0.0, description="Langevin step size as a fraction of sigma_t^2")
     t_min: float = Field(1e-3, gt=0.0, lt=1.0, description="last diffusion time of the grid")
@@ -74,6 +87,10 @@ class RunConfig(Section):
     dtype: Literal["float64", "float32", "bfloat16"] = "float64"
     micro_batch: int = Field(0, ge=0, description="particles per denoiser batch; 0 = automatic")
     cycles: int | None = Field(None, ge=1, description="assimilate only the first N cycles")
+    start: int = Field(0, ge=0, description="window start: skip the first N cycles of the data "
+                       "(the initial state is the one after them)")
+    init: Path | None = Field(None, description="start from the final particles of this earlier run "
+                              "(its output directory) instead of a fresh ensemble")
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     checkpoint_every: int = Field(1, ge=1, description="checkpoint every N cycles")
     members: bool = False
@@ -100,8 +117,8 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
-        if self.model.kind == "neural" and self.data.preset != "sphere":
-            raise ValueError("model=neural needs gridded data: set data.preset=sphere")
+        if self.model.kind == "neural" and self.data.preset not in ("sphere", "era5"):
+            raise ValueError("model=neural needs gridded data: set data.preset=sphere or era5")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -128,9 +128,13 @@ def load_twin(cfg: Config, data_dir: Path, device: torch.device, dtype: torch.dt
     if torch.isnan(truth_values).any():
         raise InputError(f"{data_dir}/truth.zarr: x holds NaNs")
     params = twin_params(preset, {k: truth.attrs[k] for k in truth.attrs if k not in ("preset", "cycle_hours", "dim") or (k == "dim" and preset != "lorenz63")})
-    cycles = cfg.run.cycles or len(obs.time)
-    if cycles > len(obs.time):
-        raise InputError(f"run.cycles={cycles} but the observations hold only {len(obs.time)} cycles")
+    start = cfg.run.start
+    if start >= len(obs.time):
+        raise InputError(f"run.start={start} but the observations hold only {len(obs.time)} cycles")
+    cycles = cfg.run.cycles or len(obs.time) - start
+    if start + cycles > len(obs.time):
+        raise InputError(f"run.start={start} + run.cycles={cycles} but the observations hold only {len(obs.time)} cycles")
+    truth_values, obs_values = truth_values[start:], obs_values[start:]  # a window: cycle k is data cycle start+k
     schedule = make_schedule(cfg.schedule.kind, **cfg.schedule.params)
     dynamics = dynamics_for(preset, params)
     if cfg.model.kind == "gaussian":
@@ -142,7 +146,7 @@ def load_twin(cfg: Config, data_dir: Path, device: torch.device, dtype: torch.dt
     else:
         raise InputError(f"model={cfg.model.kind} needs gridded data; twins use model=gaussian or model=kde")
     return TwinProblem(
-        name="x", state_shape=(truth.sizes["component"],), times=obs.time.values[:cycles],
+        name="x", state_shape=(truth.sizes["component"],), times=obs.time.values[start:start + cycles],
         denoiser=denoiser, truth_values=truth_values[: cycles + 1], obs_values=obs_values[:cycles],
         noise_variance=float(obs.attrs.get("noise_variance", params["r"])), operator=str(params["operator"]),
         attrs=dict(truth.attrs), device=device, dtype=dtype,

@@ -43,6 +43,8 @@ class RunResult:
     metrics: dict
     out_dir: Path
     resumed_from: int
+    stopped: bool = False  # True when ``should_stop`` ended the run early (resumable)
+    last_cycle: int = 0  # the last cycle written and checkpointed
 
 
 def fingerprint(cfg: Config) -> str:
@@ -50,6 +52,8 @@ def fingerprint(cfg: Config) -> str:
     d = cfg.to_dict()
     d["run"] = {k: v for k, v in d["run"].items() if k not in ("device", "micro_batch", "backend", "checkpoint_every")}
     d["data"].pop("dir", None)
+    if d["run"].get("init") is not None:  # where the start particles live, not what they are
+        d["run"]["init"] = "set"
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -74,8 +78,13 @@ def auto_micro_batch(state_numel: int, n_local: int) -> int:
 
 def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = None,
                progress: ProgressFn | None = None, fresh: bool = False,
-               stop_after: int | None = None) -> RunResult:
-    """Run (or resume) the assimilation; every rank calls this. Returns the metrics (all ranks)."""
+               stop_after: int | None = None, should_stop: Callable[[], bool] | None = None) -> RunResult:
+    """Run (or resume) the assimilation; every rank calls this. Returns the metrics (all ranks).
+
+    ``should_stop`` (polled on every rank after each cycle's checkpoint; the flags are reduced over
+    the ranks, so all stop after the same cycle): when it is true on any rank the run checkpoints
+    and returns ``RunResult(stopped=True)``; a rerun resumes after that cycle.
+    """
     comm = TimedComm(comm or LocalComm())
     out_dir = Path(out_dir)
     device = resolve_device(cfg.run.device, comm)
@@ -119,6 +128,12 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
     comm.barrier()
     if meta is not None:
         ens, done = checkpoint.load(ckpt_dir, comm, n_total, device, dtype)
+    elif cfg.run.init is not None:  # a chained window: the previous run's final particles
+        init = Path(cfg.run.init) / "checkpoint"
+        if checkpoint.latest(init) is None:
+            raise DiffdaError(f"run.init={cfg.run.init}: no checkpoint there (has that run finished?)")
+        ens, _ = checkpoint.load(init, comm, n_total, device, dtype)
+        done = 0
     else:
         ens, done = _initial_ensemble(problem, cfg, comm, n_total, device, dtype), 0
 
@@ -130,13 +145,14 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         moved0 = (filt.stats.moved, filt.stats.lower_bound) if hasattr(filt, "stats") else (0, 0)
         obs = problem.observation(k)
         _injected_failure(comm.rank, k)
-        result = filt.cycle(ens, k, obs, shape)
+        g = cfg.run.start + k  # the data's cycle: randomness is keyed by it, so windows chain bit for bit
+        result = filt.cycle(ens, g, obs, shape)
         ens = result.ensemble
         now = Ensemble(ens.ids, current(ens.x, history), ens.log_w)
         mean, var = weighted_moments(comm, now.x, now.log_w)
         truth = problem.truth(k)
         all_x, all_lw = gather_ensemble(comm, now) if (truth is not None or members) else (None, None)
-        ens, resampled_after = filt.after_analysis(ens, k)
+        ens, resampled_after = filt.after_analysis(ens, g)
         diag = {
             "rmse_analysis": rmse(mean, truth) if truth is not None else np.nan,
             "rmse_forecast": rmse(result.forecast_mean, truth) if truth is not None else np.nan,
@@ -157,12 +173,17 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
             fields.update({name: np.array(value, dtype="float64") for name, value in diag.items()})
             dims = {**problem.dims(bool(members)), **{name: () for name in DIAGNOSTICS}}
             store.write_cycle(k - 1, fields, dims)
-        if k % cfg.run.checkpoint_every == 0 or k == problem.n_cycles:
+        saved = k % cfg.run.checkpoint_every == 0 or k == problem.n_cycles
+        if saved:
             checkpoint.save(ckpt_dir, comm, ens, k, fp)
         if progress is not None:
             progress(k, problem.n_cycles, diag)
         if stop_after is not None and k >= stop_after and k < problem.n_cycles:
-            return RunResult({}, out_dir, resumed_from)
+            return RunResult({}, out_dir, resumed_from, last_cycle=k)
+        if should_stop is not None and k < problem.n_cycles and _any_rank(comm, should_stop()):
+            if not saved:
+                checkpoint.save(ckpt_dir, comm, ens, k, fp)
+            return RunResult({}, out_dir, resumed_from, stopped=True, last_cycle=k)
 
     metrics = {}
     if comm.rank == 0 and store is not None:
@@ -175,7 +196,7 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         plot_cycles(out_dir / "cycles.png", {k: ds[k].values for k in DIAGNOSTICS}, n_total,
                     f"{cfg.data.preset}: {cfg.filter.method}, N={n_total}")
     comm.barrier()
-    return RunResult(metrics, out_dir, resumed_from)
+    return RunResult(metrics, out_dir, resumed_from, last_cycle=problem.n_cycles)
 
 
 def summarise(store: Path, cfg: Config) -> dict:
@@ -214,6 +235,11 @@ def _guidance_options(cfg: Config) -> dict:
     g = cfg.guidance
     return {"mmps": {"cg_iterations": g.cg_iterations}, "sda": {"gamma": g.gamma},
             "dps": {"scale": g.scale}}[g.method]
+
+
+def _any_rank(comm: Comm, flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on any rank (one small all-reduce)."""
+    return bool(comm.all_reduce(torch.tensor([float(bool(flag))], dtype=torch.float64, device=comm.device)).cpu()[0] > 0)
 
 
 def _max_over_ranks(comm: Comm, value: float) -> float:

@@ -47,6 +47,8 @@ def ensure_data(cfg: Config, data_dir: Path) -> bool:
     """Make the inputs when absent; returns whether they were made."""
     if (data_dir / "truth.zarr").exists() and (data_dir / "observations.zarr").exists():
         return False
+    if cfg.data.preset == "era5":  # existing stores (data.store / data.observations or DIR); nothing to make
+        return False
     from .make_data import make_data
 
     make_data(cfg.data.preset, data_dir, dict(cfg.data.params))
@@ -57,12 +59,22 @@ def main(args: argparse.Namespace) -> int:
     cfg, data_dir, out_dir = resolve(args)
     from ..distributed.failure import run_ranked
 
-    return run_ranked(lambda ctx: body(ctx, args, cfg, data_dir, out_dir),
-                      device=cfg.run.device, backend=cfg.run.backend)
+    from ..stop import StopFlag
+
+    with StopFlag() as stop:  # USR2/SIGTERM: stop after the current cycle, exit 75/143; a rerun resumes
+        return run_ranked(lambda ctx: body(ctx, args, cfg, data_dir, out_dir, should_stop=stop),
+                          device=cfg.run.device, backend=cfg.run.backend)
 
 
-def body(ctx, args: argparse.Namespace, cfg: Config, data_dir: Path, out_dir: Path) -> int:
-    """One rank's work: make inputs (rank 0), assimilate, print the summary (rank 0)."""
+def body(ctx, args: argparse.Namespace, cfg: Config, data_dir: Path, out_dir: Path,
+         should_stop=None, result_box: list | None = None) -> int:
+    """One rank's work: make inputs (rank 0), assimilate, print the summary (rank 0).
+
+    ``should_stop`` (see :mod:`pipeline.stop`) ends the run after a checkpointed cycle; the exit
+    status is then 75 (after USR2: the batch script may requeue) or 143 (after SIGTERM).
+    ``result_box``, when given, receives the ``RunResult``.
+    """
+    from ..stop import EXIT_STOPPED
     from ..run import assimilate
 
     comm = ctx.comm
@@ -71,7 +83,17 @@ def body(ctx, args: argparse.Namespace, cfg: Config, data_dir: Path, out_dir: Pa
         print(f"made {cfg.data.preset} inputs in {data_dir}", file=sys.stderr)
     comm.barrier()
     progress = None if args.quiet or not lead else make_progress()
-    result = assimilate(cfg, data_dir, out_dir, comm, progress=progress, fresh=args.fresh)
+    result = assimilate(cfg, data_dir, out_dir, comm, progress=progress, fresh=args.fresh, should_stop=should_stop)
+    if result_box is not None:
+        result_box.append(result)
+    if result.stopped:
+        if lead:
+            if progress is not None:
+                progress.close()
+            why = getattr(should_stop, "signal", None) or "request"
+            print(f"stopped after cycle {result.last_cycle} ({why}); checkpoint in {out_dir / 'checkpoint'}; "
+                  f"the same command resumes", file=sys.stderr, flush=True)
+        return getattr(should_stop, "exit_code", EXIT_STOPPED)
     if lead:
         if progress is not None:
             progress.close()

@@ -4,8 +4,8 @@ Fields with dims ``(time, [level,] latitude, longitude)`` in any order (transpos
 never by position); each variable with a ``level`` dimension gives one channel per level, in
 the store's level order, and single-level fields one channel. Channel order: variables in the
 order given (default: the store's data variables that have time, latitude and longitude).
-Used by :func:`pipeline.models.train.train_from_store`; the data plane's ERA5 reader
-(:mod:`pipeline.data.era5`) is the general one, used when it is there.
+Used by :func:`pipeline.models.train.train_from_store`; implemented on the data plane's ERA5
+reader (:mod:`pipeline.data.era5`), so training and assimilation read stores the same way.
 """
 
 from __future__ import annotations
@@ -33,46 +33,20 @@ def resolve_store(path: str | Path) -> Path:
 
 def read_trajectory(path: str | Path, variables: Sequence[str] | None = None,
                     levels: Sequence[float] | None = None, times: slice | None = None) -> tuple[Tensor, GridLayout]:
-    """The physical fields ``[T, C, H, W]`` (float32) and their :class:`GridLayout`."""
-    import xarray as xr
+    """The physical fields ``[T, C, H, W]`` (float32) and their :class:`GridLayout`.
+
+    Read through :class:`pipeline.data.era5.Era5Reader` (the one way of reading ERA5-layout
+    stores); ``times`` is a slice of time indices.
+    """
+    from ..data.era5 import Era5Reader
 
     store = resolve_store(path)
-    try:
-        ds = xr.open_zarr(store)
-    except Exception as err:  # noqa: BLE001 - report any open failure as an input problem
-        raise InputError(f"cannot open {store} as Zarr: {err}") from None
-    for dim in ("time", "latitude", "longitude"):
-        if dim not in ds.dims:
-            raise InputError(f"{store} has no '{dim}' dimension (dims: {', '.join(map(str, ds.dims))}); "
-                             "expected ERA5 layout (time, level, latitude, longitude)")
-    gridded = [str(v) for v in ds.data_vars if {"time", "latitude", "longitude"} <= set(ds[v].dims)]
-    names = list(variables) if variables is not None else gridded
-    missing = [v for v in names if v not in gridded]
-    if missing:
-        raise InputError(f"{store} has no gridded variable(s) {', '.join(missing)}; it has {', '.join(gridded)}")
-    if times is not None:
-        ds = ds.isel(time=times)
-    if levels is not None and "level" in ds.dims:
-        have = [float(x) for x in ds.level.values]
-        absent = [lv for lv in levels if float(lv) not in have]
-        if absent:
-            raise InputError(f"{store} has no level(s) {absent} hPa; it has {have}")
-        ds = ds.sel(level=list(levels))
-    arrays, channels = [], []
-    for v in names:
-        da = ds[v]
-        if "level" in da.dims:
-            da = da.transpose("time", "level", "latitude", "longitude")
-            arrays.append(np.asarray(da.values, dtype=np.float32))
-            channels += [(v, float(lv)) for lv in da.level.values]
-        else:
-            da = da.transpose("time", "latitude", "longitude")
-            arrays.append(np.asarray(da.values, dtype=np.float32)[:, None])
-            channels.append((v, None))
-    data = torch.from_numpy(np.concatenate(arrays, axis=1))
+    reader = Era5Reader(store, variables=variables, levels=levels, name=str(store), check_gaps=False)
+    n = len(reader)
+    sl = times if times is not None else slice(0, n)
+    data = torch.from_numpy(np.ascontiguousarray(reader.read(slice(*sl.indices(n)))))
+    channels = reader.layout.channels
     if torch.isnan(data).any():
         bad = sorted({f"{c[0]}@{c[1]}" for i, c in enumerate(channels) if torch.isnan(data[:, i]).any()})
         raise InputError(f"{store} holds NaNs in {', '.join(bad)}; select other levels (--set levels=[...])")
-    layout = GridLayout(tuple(channels), tuple(float(x) for x in ds.latitude.values),
-                        tuple(float(x) for x in ds.longitude.values), dict(ds.attrs))
-    return data, layout
+    return data, reader.layout

@@ -229,3 +229,44 @@ def load_profile(name: str | Path, overrides: dict[str, Any] | None = None) -> P
 
 def python_for(profile: Profile) -> str:
     return profile.python or sys.executable
+
+
+def dask_cluster_kwargs(profile: Profile) -> dict[str, Any]:
+    """dask-jobqueue ``SLURMCluster`` keywords for a profile (``diffda prepare --profile``).
+
+    partition -> queue, account, time -> walltime, cpus_per_task -> cores, mem -> memory
+    (``16G`` -> ``16GB``), qos/constraint/gpus_per_node/``sbatch:`` -> job directives, setup ->
+    job_script_prologue; the profile's ``dask:`` map is passed through last (e.g. interface).
+    """
+    kw: dict[str, Any] = {"cores": profile.cpus_per_task, "walltime": _hhmmss(profile.minutes), "processes": 1}
+    if profile.partition:
+        kw["queue"] = profile.partition
+    if profile.account:
+        kw["account"] = profile.account
+    mem = profile.mem or "4G"
+    kw["memory"] = f"{mem}B" if str(mem)[-1:].upper() in "KMGT" else f"{int(mem)}MB"
+    directives = [f"--qos={profile.qos}"] if profile.qos else []
+    if profile.constraint:
+        directives.append(f"--constraint={profile.constraint}")
+    if profile.gpus_per_node:
+        directives.append(f"--gpus-per-node={profile.gpus_per_node}")
+    directives += [f"--{k}={v}" for k, v in profile.sbatch.items()]
+    if directives:
+        kw["job_extra_directives"] = directives
+    if profile.setup:
+        kw["job_script_prologue"] = list(profile.setup)
+    kw.update(profile.dask)
+    return kw
+
+
+def _hhmmss(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
+
+
+def slurm_cluster(profile: Profile, workers: int = 1) -> Any:
+    """A dask-jobqueue ``SLURMCluster`` from a profile, scaled to ``workers`` jobs."""
+    from dask_jobqueue import SLURMCluster
+
+    cluster = SLURMCluster(**dask_cluster_kwargs(profile))
+    cluster.scale(jobs=workers)
+    return cluster

@@ -8,7 +8,7 @@ import pytest
 from era5_stores import era5_dataset, write_store
 from pipeline.cli import main
 from pipeline.data.era5 import Era5Reader, Statistics, compute_statistics, open_store, select, to_grid
-from pipeline.data.prepare import find_profile, parse_grid, slurm_cluster_kwargs
+from pipeline.data.prepare import parse_grid
 
 
 def test_prepare_on_a_local_cluster_regrids_and_observes(tmp_path, capsys):
@@ -51,21 +51,22 @@ mem: 32G
 setup:
   - module load python/3.11
   - source /opt/diffda/.venv/bin/activate
-gpus_per_node: 4          # a key for the sbatch templates; ignored here
+gpus_per_node: 4
+tasks_per_node: 4
 dask:
   interface: lo
 """
 
 
 def test_slurm_profile_becomes_slurmcluster_kwargs(tmp_path):
-    import yaml
+    from jobs.profiles import dask_cluster_kwargs, load_profile
 
     path = tmp_path / "site.yaml"
     path.write_text(PROFILE)
-    assert find_profile(path) == path
-    kw = slurm_cluster_kwargs(yaml.safe_load(PROFILE))
+    kw = dask_cluster_kwargs(load_profile(path))
     assert kw["queue"] == "compute" and kw["account"] == "proj42" and kw["walltime"] == "02:00:00"
-    assert kw["cores"] == 8 and kw["memory"] == "32GB" and kw["job_extra_directives"] == ["--qos=normal"]
+    assert kw["cores"] == 8 and kw["memory"] == "32GB"
+    assert kw["job_extra_directives"] == ["--qos=normal", "--gpus-per-node=4"]
     assert kw["job_script_prologue"][0] == "module load python/3.11" and kw["interface"] == "lo"
     from dask_jobqueue import SLURMCluster
 
@@ -74,5 +75,5 @@ def test_slurm_profile_becomes_slurmcluster_kwargs(tmp_path):
     for line in ("#SBATCH -p compute", "#SBATCH -A proj42", "#SBATCH --qos=normal", "#SBATCH -t 02:00:00",
                  "module load python/3.11"):
         assert line in script
-    with pytest.raises(Exception, match="not found in slurm/profiles"):
-        find_profile("no-such-site")
+    with pytest.raises(Exception, match="no-such-site"):
+        load_profile("no-such-site")

@@ -48,7 +48,13 @@ def main(args: argparse.Namespace) -> int:
         raise InputError("give --out DIR (where statistics.json goes) when reading --store without --data")
     observe = apply_overrides({}, args.obs) if (args.observe or args.obs) else None
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-    with dask_client(args.profile, workers=args.workers, threads=args.threads, log=log) as client:
+    cluster = None
+    if args.profile:
+        from jobs.profiles import load_profile, slurm_cluster
+
+        cluster = slurm_cluster(load_profile(args.profile), workers=args.workers)
+        log(f"SLURMCluster from profile {args.profile}: {args.workers} job(s)\n{cluster.job_script()}")
+    with dask_client(cluster, workers=args.workers, threads=args.threads) as client:
         log(f"dask: {client}")
         summary = prepare(
             source, out,

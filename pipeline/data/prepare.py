@@ -12,15 +12,9 @@ One pass, lazily planned and then computed by Dask:
    ``OUT/observations.zarr``.
 
 Where the computing happens: a Dask ``LocalCluster`` by default (threads, ``workers`` x
-``threads``), or a dask-jobqueue ``SLURMCluster`` when given a site profile
-(``slurm/profiles/NAME.yaml`` or a path): its keys are read leniently:
-
-    partition -> queue          account -> account        qos -> --qos=...
-    time -> walltime            cpus_per_task -> cores    mem -> memory
-    setup (list of shell lines) -> job_script_prologue     gpus, constraint, reservation -> directives
-    dask: {any SLURMCluster keyword, e.g. processes, interface, local_directory} (verbatim)
-
-Unknown keys are ignored (the profile serves the SLURM engineer's sbatch templates too).
+``threads``), or any cluster handed in; ``diffda prepare --profile NAME`` hands in the
+dask-jobqueue ``SLURMCluster`` of a site profile (:func:`jobs.profiles.slurm_cluster`), so this
+module knows nothing of SLURM.
 """
 
 from __future__ import annotations
@@ -38,81 +32,17 @@ import xarray as xr
 from ..errors import InputError
 from .era5 import compute_statistics, open_store, select, to_grid
 
-PROFILE_DIRS = (Path("slurm/profiles"), Path(__file__).resolve().parents[2] / "slurm" / "profiles")
-
-
-def find_profile(name: str | Path) -> Path:
-    """``NAME`` -> ``slurm/profiles/NAME.yaml`` (cwd, then the repository), or a YAML path."""
-    p = Path(name)
-    if p.suffix in (".yaml", ".yml") and p.is_file():
-        return p
-    for d in PROFILE_DIRS:
-        for ext in (".yaml", ".yml"):
-            if (d / f"{name}{ext}").is_file():
-                return d / f"{name}{ext}"
-    have = sorted({f.stem for d in PROFILE_DIRS if d.is_dir() for f in d.glob("*.y*ml")})
-    raise InputError(f"site profile {name!r} not found in slurm/profiles/ (have: {', '.join(have) or 'none'}); "
-                     "give a profile name or a YAML path")
-
-
-def slurm_cluster_kwargs(profile: Mapping[str, Any]) -> dict[str, Any]:
-    """SLURMCluster keywords from a site profile (lenient: unknown keys ignored)."""
-    p = dict(profile or {})
-    kw: dict[str, Any] = {}
-    if p.get("partition"):
-        kw["queue"] = str(p["partition"])
-    if p.get("account"):
-        kw["account"] = str(p["account"])
-    if p.get("time"):
-        kw["walltime"] = str(p["time"])
-    cores = p.get("cpus_per_task") or p.get("cores") or 1
-    kw["cores"] = int(cores)
-    mem = p.get("mem") or p.get("memory") or "4GB"
-    mem = str(mem)
-    if mem[-1:].upper() in ("G", "M", "K", "T"):  # SLURM's 16G -> dask's 16GB
-        mem += "B"
-    kw["memory"] = mem
-    directives = []
-    if p.get("qos"):
-        directives.append(f"--qos={p['qos']}")
-    for key in ("constraint", "reservation"):
-        if p.get(key):
-            directives.append(f"--{key}={p[key]}")
-    if p.get("gpus"):
-        directives.append(f"--gpus={p['gpus']}")
-    for extra in p.get("sbatch", []) or p.get("extra", []) or []:
-        directives.append(str(extra) if str(extra).startswith("--") else f"--{extra}")
-    if directives:
-        kw["job_extra_directives"] = directives
-    setup = p.get("setup") or []
-    if isinstance(setup, str):
-        setup = [line for line in setup.splitlines() if line.strip()]
-    if setup:
-        kw["job_script_prologue"] = [str(s) for s in setup]
-    kw.update(dict(p.get("dask") or {}))
-    kw.setdefault("processes", 1)
-    return kw
-
-
 @contextlib.contextmanager
-def dask_client(profile: str | Path | None = None, workers: int = 1, threads: int = 2,
-                processes: bool = False, log=None) -> Iterator[Any]:
-    """A ``distributed.Client`` on a LocalCluster (default) or a SLURMCluster (``profile``)."""
+def dask_client(cluster: Any = None, workers: int = 1, threads: int = 2,
+                processes: bool = False) -> Iterator[Any]:
+    """A ``distributed.Client`` on ``cluster`` (e.g. the dask-jobqueue ``SLURMCluster`` that
+    :func:`jobs.profiles.slurm_cluster` builds from a site profile), or on a new ``LocalCluster``
+    of ``workers`` x ``threads``. The cluster is closed on exit."""
     from distributed import Client, LocalCluster
 
-    if profile is None:
+    if cluster is None:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=processes,
                                dashboard_address=None)
-    else:
-        import yaml
-        from dask_jobqueue import SLURMCluster
-
-        path = find_profile(profile)
-        kw = slurm_cluster_kwargs(yaml.safe_load(path.read_text()) or {})
-        cluster = SLURMCluster(**kw)
-        cluster.scale(jobs=workers)
-        if log:
-            log(f"SLURMCluster from {path}: {workers} job(s)\n{cluster.job_script()}")
     client = Client(cluster)
     try:
         yield client

@@ -24,7 +24,7 @@ from ..diffusion.observation import Observation
 from ..diffusion.tweedie import obs_covariance
 from ..distributed.comm import Comm
 from ..rng import shared_uniform
-from .ensemble import Ensemble, advance, current, ess, global_normalise, weighted_moments
+from .ensemble import Ensemble, advance, ess, global_normalise, weighted_moments
 from .propagate import Propagator
 from .resample_step import ResampleStats, resample
 

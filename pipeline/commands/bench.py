@@ -30,6 +30,55 @@ def register(sub: argparse._SubParsersAction) -> None:
     sc.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     sc.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
     sc.set_defaults(func=scaling)
+    io = bsub.add_parser("io", help="input wait per cycle and analysis write throughput on the sphere data")
+    io.add_argument("--data", type=Path, default=Path("data/sphere"), help="sphere data (made if absent)")
+    io.add_argument("--out", type=Path, default=Path("runs/bench-io"))
+    io.add_argument("--members", type=int, default=32, help="members written per cycle in the write test")
+    io.add_argument("--write-cycles", type=int, default=40)
+    io.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for the runs, e.g. --set filter.particles=64")
+    io.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
+    io.set_defaults(func=io_bench)
+    dn = bsub.add_parser("denoiser", help="neural denoiser throughput (particle-steps/s), fp32 vs bf16")
+    dn.add_argument("--checkpoint", type=Path, default=None, help="checkpoint directory (default: the shipped one)")
+    dn.add_argument("--batches", default="16,64,256", help="comma-separated micro-batch sizes")
+    dn.add_argument("--dtypes", default="fp32,bf16", help="network autocast dtypes: fp32, bf16")
+    dn.add_argument("--device", default="auto")
+    dn.add_argument("--compile", action="store_true", help="torch.compile the network")
+    dn.add_argument("--cuda-graphs", action="store_true", help="replay CUDA graphs for no-grad calls (CUDA only)")
+    dn.add_argument("--repeats", type=int, default=3)
+    dn.add_argument("--guided-batch", type=int, default=64, help="micro-batch of the MMPS-guided call (0: skip)")
+    dn.add_argument("--cg-iterations", type=int, default=8)
+    dn.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
+    dn.set_defaults(func=denoiser_bench)
+    cy = bsub.add_parser("cycle", help="full filter cycles with the neural emulator: denoiser share of the time")
+    cy.add_argument("--data", type=Path, default=Path("data/sphere"), help="sphere data (made if absent)")
+    cy.add_argument("--checkpoint", type=Path, default=None, help="checkpoint directory (default: the shipped one)")
+    cy.add_argument("--out", type=Path, default=Path("runs/bench-cycle"))
+    cy.add_argument("--particles", type=int, default=256)
+    cy.add_argument("--steps", type=int, default=64, help="sampler steps")
+    cy.add_argument("--cycles", type=int, default=2, help="cycles run (the first is shown apart)")
+    cy.add_argument("--dtypes", default="fp32,bf16")
+    cy.add_argument("--compile", action="store_true")
+    cy.add_argument("--cuda-graphs", action="store_true")
+    cy.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override, e.g. --set guidance.cg_iterations=4")
+    cy.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
+    cy.set_defaults(func=cycle_bench)
+    sk = bsub.add_parser("skill", help="forecast skill of a neural checkpoint vs persistence and climatology")
+    sk.add_argument("--checkpoint", type=Path, default=None, help="checkpoint directory (default: the shipped one)")
+    sk.add_argument("--data", type=Path, required=True, help="the training store (its held-out tail is scored)")
+    sk.add_argument("--test", type=Path, default=None, help="an independent store to score as well (e.g. data/sphere)")
+    sk.add_argument("--members", type=int, default=8)
+    sk.add_argument("--times", type=int, default=16, help="forecast times of the ensemble scores")
+    sk.add_argument("--steps", type=int, default=16, help="sampler steps of the ensemble members")
+    sk.add_argument("--assimilate", type=Path, default=None, metavar="DATA",
+                    help="also run the sphere assimilation on DATA (and a free run) and score its analysis")
+    sk.add_argument("--out", type=Path, default=Path("runs/bench-skill"))
+    sk.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override of the assimilation, e.g. --set filter.particles=16")
+    sk.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
+    sk.set_defaults(func=skill_bench)
 
 
 def _command() -> str:
@@ -66,4 +115,88 @@ def scaling(args: argparse.Namespace) -> int:
             f"other ranks).\n\n{table}\n")
     write_section(args.report, "scaling", body)
     print(body)
+    return 0
+
+
+def io_bench(args: argparse.Namespace) -> int:
+    from ..evaluate.bench_io import run_io
+
+    apply_overrides({}, args.overrides)  # syntax check before any work
+    if not ((args.data / "truth.zarr").exists() and (args.data / "observations.zarr").exists()):
+        from .make_data import make_data
+
+        print(f"making sphere data in {args.data}", file=sys.stderr, flush=True)
+        make_data("sphere", args.data, {})
+    # A deliberately cheap cycle (few particles and steps, DPS, seed weights: the inflated weights
+    # build a dense M x M covariance, M ~ 1500 observations here) so that input waits show
+    overrides = ["filter.particles=8", "sampler.steps=4", "guidance=dps", "filter.weights=seed",
+                 "filter.init_std=0.1", "run.dtype=float32", "run.cycles=24", *args.overrides]
+    body, _ = run_io(args.data, args.out, overrides, members=args.members, write_cycles=args.write_cycles,
+                     log=lambda s: print(s, file=sys.stderr, flush=True))
+    body = f"## Input wait and analysis writes (data plane)\n\n    {_command()}\n\n{body}"
+    write_section(args.report, "io", body)
+    print(body)
+    return 0
+
+
+def _checkpoint(path: Path | None) -> Path:
+    from ..models.weights import default_checkpoint
+
+    return Path(path) if path is not None else default_checkpoint()
+
+
+def denoiser_bench(args: argparse.Namespace) -> int:
+    from ..evaluate.bench_denoiser import run_denoiser_bench
+
+    ckpt = _checkpoint(args.checkpoint)
+    body, _ = run_denoiser_bench(ckpt, [int(b) for b in args.batches.split(",")], args.dtypes.split(","),
+                                 device=args.device, compile=args.compile, cuda_graphs=args.cuda_graphs,
+                                 repeats=args.repeats, guided_batch=args.guided_batch,
+                                 cg_iterations=args.cg_iterations, log=lambda s: print(s, file=sys.stderr, flush=True))
+    body = f"## Neural denoiser throughput\n\n    {_command()}\n\n{body}"
+    write_section(args.report, "denoiser", body)
+    print(body)
+    return 0
+
+
+def cycle_bench(args: argparse.Namespace) -> int:
+    from ..evaluate.bench_denoiser import run_cycle_bench
+
+    apply_overrides({}, args.overrides)  # syntax check before any work
+    ckpt = _checkpoint(args.checkpoint)
+    if not ((args.data / "truth.zarr").exists() and (args.data / "observations.zarr").exists()):
+        from .make_data import make_data
+
+        print(f"making sphere data in {args.data}", file=sys.stderr, flush=True)
+        make_data("sphere", args.data, {})
+    body, _ = run_cycle_bench(args.data, args.out, ckpt, args.particles, args.steps, args.cycles,
+                              args.dtypes.split(","), args.overrides, compile=args.compile,
+                              cuda_graphs=args.cuda_graphs, log=lambda s: print(s, file=sys.stderr, flush=True))
+    body = f"## Full assimilation cycle with the neural emulator\n\n    {_command()}\n\n{body}"
+    write_section(args.report, "cycle", body)
+    print(body)
+    return 0
+
+
+def skill_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from ..evaluate.bench_skill import run_skill
+
+    ckpt = _checkpoint(args.checkpoint)
+    body, results = run_skill(ckpt, args.data, args.test, members=args.members, times=args.times, steps=args.steps,
+                              log=lambda s: print(s, file=sys.stderr, flush=True))
+    if args.assimilate is not None:
+        from ..evaluate.bench_skill import run_assimilation_skill
+
+        overrides = ["data.preset=sphere", "model=neural", f"model.checkpoint={ckpt}", "filter.weights=seed",
+                     "run.dtype=float32", *args.overrides]
+        run_body, run_results = run_assimilation_skill(args.assimilate, args.out, overrides,
+                                                       log=lambda s: print(s, file=sys.stderr, flush=True))
+        results["assimilation"] = run_results
+        body += f"\n### Analysis skill of an assimilation run\n\n{run_body}"
+    body = f"## Forecast skill of the neural emulator (sphere)\n\n    {_command()}\n\n{body}"
+    write_section(args.report, "skill", body)
+    print(body)
+    print(json.dumps({k: v for k, v in results.items() if k != "ensemble"}, indent=1)[:2000], file=sys.stderr)
     return 0

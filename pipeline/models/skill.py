@@ -107,3 +107,63 @@ def ensemble_skill(denoiser: NeuralDenoiser, z: Tensor, layout: GridLayout, memb
     # the ensemble-mean error of an M-member ensemble from a calibrated model is (1 + 1/M) var
     return {"members": members, "times": len(idx), "steps": steps, "rmse_ensemble_mean": mse**0.5,
             "spread": var**0.5, "spread_skill_ratio": (var * (1 + 1 / members) / mse) ** 0.5 if mse > 0 else float("nan")}
+
+
+def fair_crps(ens: Tensor, truth: Tensor, w: Tensor) -> Tensor:
+    """Latitude-weighted fair CRPS per channel ``[C]`` of ``ens`` ``[M, B, C, H, W]`` against ``truth`` ``[B, C, H, W]``.
+
+    ``CRPS = mean_m |x_m - y| - sum_{m != m'} |x_m - x_m'| / (2 M (M - 1))`` (unbiased for the
+    ensemble's distribution; ``M = 1`` gives the absolute error), averaged over ``B, H, W`` with
+    weights ``w`` ``[H, 1]`` (mean 1).
+    """
+    m = ens.shape[0]
+    first = (ens - truth[None]).abs().mean(0)
+    if m > 1:
+        pair = (ens[:, None] - ens[None]).abs().sum((0, 1)) / (2 * m * (m - 1))
+        first = first - pair
+    return (first * w).mean(dim=(0, 2, 3))
+
+
+@torch.no_grad()
+def probabilistic_skill(denoiser: NeuralDenoiser, z: Tensor, pool: Tensor, layout: GridLayout, members: int = 8,
+                        times: int = 16, steps: int = 16, seed: int = 0) -> dict:
+    """Ensemble forecasts one step ahead, scored against ``z`` (normalised ``[T, C, H, W]``).
+
+    Model: ``members`` samples of ``p(z^{k+1} | z^{k-K+1..k})`` (:func:`sample_edm`, ``steps`` Heun
+    steps). Persistence: ``z^k`` (deterministic, so its CRPS is the mean absolute error).
+    Climatology: ``members`` states drawn at random from ``pool`` (training states), its mean
+    the pool's time mean. Per channel: latitude-weighted RMSE of the (ensemble) mean, spread, and
+    fair CRPS, in normalised units and, multiplied by the channel's std, physical units.
+    """
+    k_hist = denoiser.history
+    w = latitude_weights(layout.latitude, z)
+    g = torch.Generator().manual_seed(seed)
+    device = next(denoiser.net.parameters()).device
+    idx = torch.linspace(k_hist - 1, z.shape[0] - 2, times).round().long().tolist()
+    C = z.shape[1]
+    acc = {n: {"mse": torch.zeros(C, dtype=torch.float64), "crps": torch.zeros(C, dtype=torch.float64),
+               "var": torch.zeros(C, dtype=torch.float64)} for n in ("model", "persistence", "climatology")}
+    clim_mean = pool.mean(0)
+    for i in idx:
+        truth = z[i + 1][None]
+        cond = z[i - k_hist + 1: i + 1][None].expand(members, -1, -1, -1, -1).to(device)
+        ens = sample_edm(denoiser, cond, g, steps=steps).cpu().float()[:, None]  # [M, 1, C, H, W]
+        pick = torch.randint(pool.shape[0], (members,), generator=g)
+        forecasts = {"model": (ens, ens.mean(0)), "persistence": (z[i][None, None], z[i][None]),
+                     "climatology": (pool[pick][:, None], clim_mean[None])}
+        for name, (e, mean) in forecasts.items():
+            acc[name]["mse"] += ((mean - truth) ** 2 * w).mean(dim=(0, 2, 3)).double()
+            acc[name]["crps"] += fair_crps(e, truth, w).double()
+            if e.shape[0] > 1:
+                acc[name]["var"] += (e.var(0) * w).mean(dim=(0, 2, 3)).double()
+    std = torch.tensor(denoiser.normalisation.std, dtype=torch.float64)
+    names = layout.channel_names()
+    out: dict = {"members": members, "times": len(idx), "steps": steps}
+    for name, a in acc.items():
+        mse, crps_c, var = a["mse"] / len(idx), a["crps"] / len(idx), a["var"] / len(idx)
+        out[name] = {
+            "rmse": float(mse.mean().sqrt()), "crps": float(crps_c.mean()), "spread": float(var.mean().sqrt()),
+            "rmse_physical": {n: float(v) for n, v in zip(names, (mse.sqrt() * std).tolist())},
+            "crps_physical": {n: float(v) for n, v in zip(names, (crps_c * std).tolist())},
+        }
+    return out

@@ -115,6 +115,13 @@ class TrainOptions:
         unknown = sorted(set(d) - known)
         if unknown:
             raise DiffdaError(f"unknown train option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        d = dict(d)
+        for f in fields(cls):  # YAML reads "6e-4" (no dot) as a string: coerce numbers given as text
+            if f.name in d and isinstance(d[f.name], str) and f.type in ("float", float):
+                try:
+                    d[f.name] = float(d[f.name])
+                except ValueError:
+                    raise DiffdaError(f"train option {f.name} must be a number (got {d[f.name]!r})") from None
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:

@@ -59,6 +59,9 @@ class SamplerConfig(Section):
 class GuidanceConfig(Section):
     method: Literal["dps", "sda", "mmps"] = "mmps"
     cg_iterations: int = Field(8, ge=1, description="MMPS conjugate-gradient iterations")
+    covariance: Literal["jacobian", "diagonal"] = Field(
+        "jacobian", description="MMPS covariance (and inflated weights): Tweedie's from the denoiser's "
+        "Jacobian, or the denoiser's diagonal variance model (no VJPs; for neural emulators)")
     gamma: float = Field(1e-2, gt=0.0, description="SDA prior covariance scale Gamma = gamma I")
     scale: float = Field(1.0, gt=0.0, description="DPS step multiplier")
 

@@ -233,7 +233,7 @@ def _injected_failure(rank: int, cycle: int) -> None:
 
 def _guidance_options(cfg: Config) -> dict:
     g = cfg.guidance
-    return {"mmps": {"cg_iterations": g.cg_iterations}, "sda": {"gamma": g.gamma},
+    return {"mmps": {"cg_iterations": g.cg_iterations, "covariance": g.covariance}, "sda": {"gamma": g.gamma},
             "dps": {"scale": g.scale}}[g.method]
 
 

@@ -74,3 +74,16 @@ def test_pf_mean_converges_to_kalman_at_monte_carlo_rate():
     # and the large-N error is at the Monte-Carlo level: posterior variance <= Q + a^2 ~ 1, so
     # e_1600 <~ sqrt(1 / 1600 * (N / N_eff <= 2)) = 0.035
     assert err[1600] < 0.035, err
+
+
+def test_diagonal_inflation_log_likelihood_equals_the_dense_form():
+    """``cov`` given as its diagonal ``[B, M]`` is the same Gaussian as ``diag_embed(cov)`` (1e-12)."""
+    from pipeline.diffusion.observation import Observation
+    from pipeline.filters.particle import gaussian_log_likelihood
+
+    g = torch.Generator().manual_seed(3)
+    obs = Observation.from_field(torch.randn(7, generator=g, dtype=torch.float64), 0.3)
+    hx = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    v = torch.rand(5, 7, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(gaussian_log_likelihood(obs, hx, v),
+                               gaussian_log_likelihood(obs, hx, torch.diag_embed(v)), rtol=1e-12, atol=1e-12)

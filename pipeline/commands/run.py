@@ -32,12 +32,18 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no per-cycle progress")
 
 
+EMBEDDED_DEFAULT = Path(__file__).resolve().parents[1] / "presets" / "default.yaml"
+
+
 def resolve(args: argparse.Namespace) -> tuple[Config, Path, Path]:
     """Validate the config and work out the data and output directories (no side effects)."""
     overrides = list(args.overrides)
     if args.preset:
         overrides.insert(0, f"data.preset={args.preset}")
-    cfg = load_config(args.config, overrides)
+    config = args.config
+    if config is None and args.data is None and not any(o.startswith("data.preset=") for o in overrides):
+        config = EMBEDDED_DEFAULT  # `diffda run` alone: the sphere demo with the shipped emulator
+    cfg = load_config(config, overrides)
     data_dir = args.data or cfg.data.dir or Path("data") / cfg.data.preset
     out_dir = args.out or Path("runs") / cfg.data.preset
     return cfg, Path(data_dir), Path(out_dir)

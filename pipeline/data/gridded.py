@@ -328,9 +328,14 @@ def load_gridded(cfg: Any, data_dir: Path | None, device: torch.device, dtype: t
     if cfg.model.kind == "neural":
         from ..models.checkpoint import read_meta
 
-        if cfg.model.checkpoint is None:
-            raise InputError("model=neural needs model.checkpoint=DIR (train one with `diffda train`)")
-        meta = read_meta(cfg.model.checkpoint)
+        checkpoint = cfg.model.checkpoint
+        if checkpoint is None:
+            if cfg.data.preset != "sphere":
+                raise InputError("model=neural needs model.checkpoint=DIR (train one with `diffda train`)")
+            from ..models.weights import default_checkpoint
+
+            checkpoint = default_checkpoint()  # the shipped emulator of the sphere preset
+        meta = read_meta(checkpoint)
         want = GridLayout.from_meta(meta)
         variables = want.variables
         levels = want.levels or None
@@ -349,7 +354,7 @@ def load_gridded(cfg: Any, data_dir: Path | None, device: torch.device, dtype: t
     if cfg.model.kind == "neural":
         from ..models.neural import NeuralDenoiser
 
-        denoiser = NeuralDenoiser.from_checkpoint(cfg.model.checkpoint, schedule, device=device,
+        denoiser = NeuralDenoiser.from_checkpoint(checkpoint, schedule, device=device,
                                                   layout=reference.layout)
         normalisation = denoiser.normalisation
     else:

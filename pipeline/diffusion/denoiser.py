@@ -11,6 +11,12 @@ Shapes: ``x_t`` is ``[B, *S]`` (a batch of particles of state shape ``S``), ``t`
 ``[B]`` tensor, ``condition`` ``[B, *C]`` (e.g. the previous state ``[B, *S]``, or several
 past states ``[B, K, *S]``). The result has the shape of ``x_t``. Denoisers must be
 differentiable in ``x_t`` (guidance takes vector-Jacobian products through them).
+
+A denoiser may also offer ``variance(x_t, t) -> Tensor``: a diagonal model of Tweedie's
+covariance ``V[x | x_t, c]`` (shape broadcastable to ``x_t``). MMPS with
+``covariance="diagonal"`` uses it instead of the Jacobian (no vector-Jacobian products); the exact
+Gaussian denoiser's is exact, a neural denoiser's is the variance of the Gaussian prior its
+preconditioning is built around.
 """
 
 from __future__ import annotations

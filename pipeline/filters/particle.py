@@ -38,9 +38,14 @@ class CycleResult:
 
 
 def gaussian_log_likelihood(observation: Observation, hx: Tensor, cov: Tensor | None = None) -> Tensor:
-    """``log N(y | hx_i, Sigma_y [+ cov_i])`` in float64: ``hx`` ``[B, M]``, ``cov`` ``[B, M, M]``."""
+    """``log N(y | hx_i, Sigma_y [+ cov_i])`` in float64: ``hx`` ``[B, M]``, ``cov`` ``[B, M, M]`` or
+    its diagonal ``[B, M]``."""
     if cov is None:
         return observation.log_likelihood(hx)
+    if cov.ndim == 2:
+        r = observation.y.double() - hx.double()
+        var = observation.variance.double() + cov.double()
+        return -0.5 * (r**2 / var + torch.log(2 * torch.pi * var)).sum(-1)
     r = (observation.y.double() - hx.double())  # [B, M]
     s = cov.double() + torch.diag_embed(observation.variance.double()).expand_as(cov)
     chol = torch.linalg.cholesky(s)
@@ -85,11 +90,12 @@ class ParticleFilter:
         forecast_mean, _ = weighted_moments(self.comm, m, ens.log_w)
         cov = None
         if self.weights == "inflated" and obs.size > 0 and ens.n_local > 0:
-            if obs.size > self.max_inflated_obs:
+            if obs.size > self.max_inflated_obs and not self.diagonal:
                 raise ValueError(
                     f"filter.weights=inflated needs an {obs.size}x{obs.size} covariance per particle; "
-                    f"above {self.max_inflated_obs} observations use filter.weights=seed")
-            cov = self._inflation(ens, cycle, shape, obs)
+                    f"above {self.max_inflated_obs} observations use filter.weights=seed "
+                    f"or guidance.covariance=diagonal")
+            cov = self._inflation(ens, cycle, shape, obs, m)
         hm = obs.operator(m) if ens.n_local else m.new_zeros((0, obs.size))
         log_lik = gaussian_log_likelihood(obs, hm, cov).cpu()
         ens = Ensemble(ens.ids, ens.x, global_normalise(self.comm, ens.ids, ens.log_w + log_lik))
@@ -97,13 +103,22 @@ class ParticleFilter:
         x_next = p.propagate(ens.x, ens.ids, cycle, shape, obs)
         return CycleResult(Ensemble(ens.ids, advance(ens.x, x_next, self.history), ens.log_w), forecast_mean, e, resampled)
 
-    def _inflation(self, ens: Ensemble, cycle: int, shape: tuple[int, ...], obs: Observation) -> Tensor:
-        """``A V A^T`` at ``t = 1`` from the same ``sigma_1 eps`` as the predictive mean: ``[n, M, M]``."""
+    @property
+    def diagonal(self) -> bool:
+        """Whether guidance uses the denoiser's diagonal variance model (then so do the weights)."""
+        return self.propagator.guidance_options.get("covariance") == "diagonal"
+
+    def _inflation(self, ens: Ensemble, cycle: int, shape: tuple[int, ...], obs: Observation, m: Tensor) -> Tensor:
+        """``A V A^T`` at ``t = 1`` from the same ``sigma_1 eps`` as the predictive mean: ``[n, M, M]``,
+        or its diagonal ``a^2 v[index]`` ``[n, M]`` with ``guidance.covariance=diagonal``."""
         from ..rng import ParticleNoise
 
         p = self.propagator
-        noise = ParticleNoise(p.seed, cycle, ens.ids.tolist(), "predict", ens.x.device, ens.x.dtype)
         one = torch.ones((), dtype=ens.x.dtype, device=ens.x.device)
+        if self.diagonal:  # v depends on t only; m is the predictive mean computed already
+            v = p.denoiser.variance(m, one).expand_as(m).flatten(1)[:, obs.operator.index]
+            return obs.operator.derivative(m).double() ** 2 * v.double()
+        noise = ParticleNoise(p.seed, cycle, ens.ids.tolist(), "predict", ens.x.device, ens.x.dtype)
         _, sigma_1 = p.denoiser.schedule(one)
         out = []
         for rows in p._batches(ens.n_local):

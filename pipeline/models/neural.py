@@ -202,6 +202,19 @@ class NeuralDenoiser:
         return self.edm(x_t / alpha, sigma.reshape(x_t.shape[0]), condition)
 
     # -- EDM form -----------------------------------------------------------------------------
+    def variance(self, x_t: Tensor, t: Tensor) -> Tensor:
+        """Diagonal model of ``V[z | x_t, c]``: ``c_out^2 = s^2 sigma^2 / (s^2 + sigma^2)``, ``[B, C, 1, 1]``.
+
+        The posterior variance under the Gaussian prior ``N(b, s^2)`` (``s`` the per-channel
+        ``sigma_data``, the std of a 6-hour increment) that the preconditioning is built on, with
+        ``sigma = sigma_t / alpha_t``; ``s^2`` at ``t = 1``, ``sigma^2`` as ``sigma -> 0``. Unlike the
+        network's Jacobian it is a covariance whatever the training: MMPS's ``covariance="diagonal"``.
+        """
+        alpha, sigma_t = self.schedule(expand_time(torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device), x_t))
+        sigma = sigma_t / alpha  # scalar or [B, 1, 1, 1]
+        s = self.normalisation.sigma_data(x_t)[None]  # [1, C, 1, 1]
+        return s**2 * sigma**2 / (s**2 + sigma**2)
+
     def coefficients(self, sigma: Tensor, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(c_skip, c_out, c_in)`` ``[B, C, 1, 1]`` and ``c_noise`` ``[B]`` for ``sigma`` ``[B]``."""
         s = self.normalisation.sigma_data(like)[None]  # [1, C, 1, 1]

@@ -13,7 +13,18 @@ Cost per call: one forward pass and ``cg_iterations + 1`` VJPs through the denoi
 the prior is Gaussian and ``H`` linear (and ``cg_iterations >= M``: CG then terminates, in exact
 arithmetic, at the solution): the wrapper is then the exact posterior denoiser ``E[x | x_t, c, y]``.
 CG runs in float64 whatever the state's dtype (in float32 it breaks down as the iterations near
-``M``; azula's lesson). Shapes: ``x_t`` ``[B, *S]``, ``t`` scalar or ``[B]``; result ``[B, *S]``, detached.
+``M``; azula's lesson).
+
+``covariance="diagonal"`` replaces ``V`` by the denoiser's own diagonal model ``v = variance(x_t, t)``
+(see :mod:`..denoiser`); then ``cov_y = Sigma_y + a^2 v[index]`` is diagonal and, with no
+Jacobian of the denoiser at all,
+
+    d(x_t, t; c, y) = x_hat + v * A^T ((y - H(x_hat)) / (Sigma_y + a^2 v[index]))   (one forward pass),
+
+exact when the prior is Gaussian with that diagonal covariance (the exact Gaussian denoiser with
+``Q = q I``). For a learned denoiser whose Jacobian is not a covariance (a network that has not
+learnt to ignore ``x_t`` at high noise has large, even negative, Jacobian diagonals there) this is
+the stable choice, and the cheap one. Shapes: ``x_t`` ``[B, *S]``, ``t`` scalar or ``[B]``; result ``[B, *S]``, detached.
 """
 
 from __future__ import annotations
@@ -55,15 +66,27 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, iterations
     return x
 
 
+COVARIANCES = ("jacobian", "diagonal")
+
+
 class MMPS:
-    def __init__(self, denoiser: Denoiser, observation: Observation, cg_iterations: int = 8):
+    def __init__(self, denoiser: Denoiser, observation: Observation, cg_iterations: int = 8,
+                 covariance: str = "jacobian"):
         if cg_iterations < 1:
             raise ValueError(f"MMPS needs at least one conjugate-gradient iteration; got {cg_iterations}")
+        if covariance not in COVARIANCES:
+            raise ValueError(f"MMPS covariance must be one of {COVARIANCES}; got {covariance!r}")
+        if covariance == "diagonal" and not hasattr(denoiser, "variance"):
+            raise ValueError(f"guidance.covariance=diagonal needs a denoiser with a variance model; "
+                             f"{type(denoiser).__name__} has none (use guidance.covariance=jacobian)")
         self.denoiser, self.observation, self.cg_iterations = denoiser, observation, cg_iterations
+        self.covariance = covariance
         self.schedule = denoiser.schedule
         self._obs = ObservationCache(observation)
 
     def __call__(self, x_t: Tensor, t: Tensor, condition: Tensor) -> Tensor:
+        if self.covariance == "diagonal":
+            return self._diagonal(x_t, t, condition)
         obs = self._obs.on(x_t)
         alpha_t, sigma_t = alpha_sigma(self.denoiser, t, x_t)
         scale = per_particle(sigma_t**2 / alpha_t).double()  # sigma_t^2 / alpha_t, 0-d or [B, 1]
@@ -85,3 +108,14 @@ class MMPS:
             u = conjugate_gradient(cov_y, residual, self.cg_iterations)
             grad = vjp(u)
         return (x_hat + (sigma_t**2 / alpha_t * grad).to(x_hat.dtype)).detach()
+
+    def _diagonal(self, x_t: Tensor, t: Tensor, condition: Tensor) -> Tensor:
+        obs = self._obs.on(x_t)
+        x_hat = self.denoiser(x_t, t, condition).detach()
+        v = self.denoiser.variance(x_t, t).expand_as(x_hat).flatten(1)[:, obs.operator.index].double()  # [B, M]
+        deriv = obs.operator.derivative(x_hat).double()  # [B, M]
+        residual = obs.y.double() - obs.operator(x_hat).double()
+        gain = v * deriv * residual / (obs.variance.double() + deriv**2 * v)  # (V A^T u)[index]
+        out = x_hat.flatten(1).clone()
+        out[:, obs.operator.index] += gain.to(out.dtype)
+        return out.reshape(x_hat.shape)

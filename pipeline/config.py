@@ -158,12 +158,26 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def _nearest(loc: tuple) -> str:
+    """`` (did you mean 'filter.particles'?)`` for a misspelt key, from the model's own fields."""
+    import difflib
+
+    model: Any = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return ""
+        model = field.annotation
+    near = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {'.'.join([*map(str, loc[:-1]), near[0]])!r}?)" if near else ""
+
+
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(config)"
         if e["type"] == "extra_forbidden":
-            lines.append(f"unknown key {key!r}: remove it or check its spelling")
+            lines.append(f"unknown key {key!r}: remove it or check its spelling{_nearest(e['loc'])}")
         else:
             lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
     return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -39,3 +39,8 @@ def test_typo_in_yaml_section(tmp_path):
         load_config(p)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_misspelt_key_names_the_nearest_valid_one():
+    with pytest.raises(ConfigError, match=r"unknown key 'filter.particls'.*did you mean 'filter.particles'"):
+        load_config(None, ["filter.particls=3"])

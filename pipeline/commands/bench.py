@@ -85,17 +85,35 @@ def _command() -> str:
     return "diffda " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _publish(report: Path, name: str, title: str, body: str) -> int:
+    """Write section ``name`` of ``report`` (title, the command that made it, ``body``) and print it."""
+    section = f"## {title}\n\n    {_command()}\n\n{body}"
+    write_section(report, name, section)
+    print(section)
+    return 0
+
+
+def _sphere_data(data: Path) -> None:
+    """Make the sphere preset's stores in ``data`` when they are absent."""
+    if not ((data / "truth.zarr").exists() and (data / "observations.zarr").exists()):
+        from .make_data import make_data
+
+        _log(f"making sphere data in {data}")
+        make_data("sphere", data, {})
+
+
 def filters(args: argparse.Namespace) -> int:
     from ..evaluate.bench_filters import run_filters
 
     apply_overrides({}, args.overrides)  # syntax check before any work
     data = args.data or Path("data") / args.preset
     body, _ = run_filters(data, args.out, args.preset, [int(n) for n in args.particles.split(",")],
-                          args.overrides, log=lambda s: print(s, file=sys.stderr, flush=True))
-    write_section(args.report, f"filters-{args.preset}",
-                  f"## Filters on the {args.preset} twin\n\n    {_command()}\n\n{body}")
-    print(body)
-    return 0
+                          args.overrides, log=_log)
+    return _publish(args.report, f"filters-{args.preset}", f"Filters on the {args.preset} twin", body)
 
 
 def scaling(args: argparse.Namespace) -> int:
@@ -109,34 +127,24 @@ def scaling(args: argparse.Namespace) -> int:
     overrides = ["data.preset=lorenz96", "filter.particles=64", "run.cycles=50", *args.overrides]
     ensure_data(load_config(overrides=overrides), args.data)
     table, _ = run_scaling(args.data, args.out, [int(p) for p in args.ranks.split(",")], overrides)
-    body = (f"## Scaling over MPI ranks (gloo, CPU)\n\n    {_command()}\n\n"
-            f"Machine: {platform.machine()}, {os.cpu_count()} cores; one thread per rank; config: "
+    body = (f"Machine: {platform.machine()}, {os.cpu_count()} cores; one thread per rank; config: "
             f"{', '.join(overrides)}. Fractions are of rank 0's cycle time (comm includes waiting for "
             f"other ranks).\n\n{table}\n")
-    write_section(args.report, "scaling", body)
-    print(body)
-    return 0
+    return _publish(args.report, "scaling", "Scaling over MPI ranks (gloo, CPU)", body)
 
 
 def io_bench(args: argparse.Namespace) -> int:
     from ..evaluate.bench_io import run_io
 
     apply_overrides({}, args.overrides)  # syntax check before any work
-    if not ((args.data / "truth.zarr").exists() and (args.data / "observations.zarr").exists()):
-        from .make_data import make_data
-
-        print(f"making sphere data in {args.data}", file=sys.stderr, flush=True)
-        make_data("sphere", args.data, {})
+    _sphere_data(args.data)
     # A deliberately cheap cycle (few particles and steps, DPS, seed weights: the inflated weights
     # build a dense M x M covariance, M ~ 1500 observations here) so that input waits show
     overrides = ["filter.particles=8", "sampler.steps=4", "guidance=dps", "filter.weights=seed",
                  "filter.init_std=0.1", "run.dtype=float32", "run.cycles=24", *args.overrides]
     body, _ = run_io(args.data, args.out, overrides, members=args.members, write_cycles=args.write_cycles,
-                     log=lambda s: print(s, file=sys.stderr, flush=True))
-    body = f"## Input wait and analysis writes (data plane)\n\n    {_command()}\n\n{body}"
-    write_section(args.report, "io", body)
-    print(body)
-    return 0
+                     log=_log)
+    return _publish(args.report, "io", "Input wait and analysis writes (data plane)", body)
 
 
 def _checkpoint(path: Path | None) -> Path:
@@ -152,11 +160,8 @@ def denoiser_bench(args: argparse.Namespace) -> int:
     body, _ = run_denoiser_bench(ckpt, [int(b) for b in args.batches.split(",")], args.dtypes.split(","),
                                  device=args.device, compile=args.compile, cuda_graphs=args.cuda_graphs,
                                  repeats=args.repeats, guided_batch=args.guided_batch,
-                                 cg_iterations=args.cg_iterations, log=lambda s: print(s, file=sys.stderr, flush=True))
-    body = f"## Neural denoiser throughput\n\n    {_command()}\n\n{body}"
-    write_section(args.report, "denoiser", body)
-    print(body)
-    return 0
+                                 cg_iterations=args.cg_iterations, log=_log)
+    return _publish(args.report, "denoiser", "Neural denoiser throughput", body)
 
 
 def cycle_bench(args: argparse.Namespace) -> int:
@@ -164,18 +169,11 @@ def cycle_bench(args: argparse.Namespace) -> int:
 
     apply_overrides({}, args.overrides)  # syntax check before any work
     ckpt = _checkpoint(args.checkpoint)
-    if not ((args.data / "truth.zarr").exists() and (args.data / "observations.zarr").exists()):
-        from .make_data import make_data
-
-        print(f"making sphere data in {args.data}", file=sys.stderr, flush=True)
-        make_data("sphere", args.data, {})
+    _sphere_data(args.data)
     body, _ = run_cycle_bench(args.data, args.out, ckpt, args.particles, args.steps, args.cycles,
                               args.dtypes.split(","), args.overrides, compile=args.compile,
-                              cuda_graphs=args.cuda_graphs, log=lambda s: print(s, file=sys.stderr, flush=True))
-    body = f"## Full assimilation cycle with the neural emulator\n\n    {_command()}\n\n{body}"
-    write_section(args.report, "cycle", body)
-    print(body)
-    return 0
+                              cuda_graphs=args.cuda_graphs, log=_log)
+    return _publish(args.report, "cycle", "Full assimilation cycle with the neural emulator", body)
 
 
 def skill_bench(args: argparse.Namespace) -> int:
@@ -185,18 +183,16 @@ def skill_bench(args: argparse.Namespace) -> int:
 
     ckpt = _checkpoint(args.checkpoint)
     body, results = run_skill(ckpt, args.data, args.test, members=args.members, times=args.times, steps=args.steps,
-                              log=lambda s: print(s, file=sys.stderr, flush=True))
+                              log=_log)
     if args.assimilate is not None:
         from ..evaluate.bench_skill import run_assimilation_skill
 
         overrides = ["data.preset=sphere", "model=neural", f"model.checkpoint={ckpt}", "filter.weights=seed",
                      "run.dtype=float32", *args.overrides]
         run_body, run_results = run_assimilation_skill(args.assimilate, args.out, overrides,
-                                                       log=lambda s: print(s, file=sys.stderr, flush=True))
+                                                       log=_log)
         results["assimilation"] = run_results
         body += f"\n### Analysis skill of an assimilation run\n\n{run_body}"
-    body = f"## Forecast skill of the neural emulator (sphere)\n\n    {_command()}\n\n{body}"
-    write_section(args.report, "skill", body)
-    print(body)
+    _publish(args.report, "skill", "Forecast skill of the neural emulator (sphere)", body)
     print(json.dumps({k: v for k, v in results.items() if k != "ensemble"}, indent=1)[:2000], file=sys.stderr)
     return 0

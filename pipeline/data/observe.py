@@ -42,6 +42,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InputError
+from .atomic import write_atomic
 
 SPATIAL = ("latitude", "longitude")
 
@@ -225,23 +226,13 @@ def build_observations(reference: xr.Dataset, spec: ObservationSpec | None = Non
 def write_observations(obs: xr.Dataset, path: str | Path, time_chunk: int = 1) -> Path:
     """Write ``obs`` as Zarr 3 (chunks: ``time_chunk`` times by the whole grid), consolidated.
 
-    Written to ``PATH.tmp`` and renamed, so a killed write never leaves a half store at ``path``.
+    Written by :func:`.atomic.write_atomic`, so a killed write never leaves a half store at ``path``.
     """
-    import shutil
-
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     obs = obs.chunk({"time": time_chunk, **{d: -1 for d in obs.dims if d != "time"}})
     encoding = {v: {"fill_value": np.nan} for v in obs.data_vars}
     for v in obs.data_vars:
         obs[v].encoding.pop("chunks", None)
-    obs.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3, encoding=encoding)
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
-    return path
+    return write_atomic(obs, path, encoding)
 
 
 def make_observations(reference_path: str | Path, out_path: str | Path,

@@ -20,7 +20,6 @@ module knows nothing of SLURM.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -30,7 +29,9 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InputError
+from .atomic import write_atomic
 from .era5 import compute_statistics, open_store, select, to_grid
+
 
 @contextlib.contextmanager
 def dask_client(cluster: Any = None, workers: int = 1, threads: int = 2,
@@ -66,17 +67,10 @@ def parse_grid(text: str | None) -> tuple[np.ndarray, np.ndarray] | None:
 
 def write_store(ds: xr.Dataset, path: str | Path, time_chunk: int = 1) -> Path:
     """Write a dataset as Zarr 3, ``time_chunk`` times by the whole grid per chunk, atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     ds = ds.chunk({"time": time_chunk, **{d: -1 for d in ds.dims if d != "time"}})
     for v in ds.variables:
         ds[v].encoding.clear()
-    ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3)
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
-    return path
+    return write_atomic(ds, path)
 
 
 def prepare(source: str | Path, out_dir: str | Path, *, variables: Sequence[str] | None = None,

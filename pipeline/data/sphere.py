@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -63,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DiffdaError
+from .atomic import write_atomic
 
 DEFAULTS: dict[str, Any] = dict(
     days=30,
@@ -351,17 +351,6 @@ def _encoding(ds, chunk_time: int) -> dict:
     return {name: {"chunks": (min(chunk_time, ds.sizes["time"]), *ds[name].shape[1:])} for name in ds.data_vars}
 
 
-def _write_atomic(ds, path: Path, chunk_time: int) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3, encoding=_encoding(ds, chunk_time))
-    if path.exists():
-        old = path.with_name(path.name + f".old{os.getpid()}")
-        path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(path)
 
 
 def make_sphere(out_dir: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -376,7 +365,7 @@ def make_sphere(out_dir: str | Path, overrides: dict[str, Any] | None = None) ->
     # cycle 0 is the initial state: observations for times 1 .. T, as the twins
     obs = build_observations(truth.isel(time=slice(1, None)), observation_spec(params))
     obs.attrs.update({"preset": "sphere", "source": truth.attrs["source"], "seed": params["seed"]})
-    _write_atomic(truth, out / "truth.zarr", params["chunk_time"])
+    write_atomic(truth, out / "truth.zarr", _encoding(truth, params["chunk_time"]))
     write_observations(obs, out / "observations.zarr", time_chunk=params["chunk_time"])
     return params
 

@@ -18,7 +18,6 @@ cycles ``1..K`` with NaN where unobserved, and ``operator``/``r`` in its attribu
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import xarray as xr
 from ..diffusion.observation import OPERATORS, apply_fn
 from ..errors import DiffdaError
 from ..models.dynamics import Linear, Lorenz63, Lorenz96
+from .atomic import write_atomic
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "linear": dict(dim=16, a=0.95, c=0.25, q=0.1, r=0.25, stride=2, cycles=100, seed=0, operator="identity"),
@@ -132,16 +132,8 @@ def make_twin(preset: str, out_dir: str | Path, overrides: dict[str, Any] | None
         coords={"time": times[1:], "component": component},
         attrs={**attrs, "noise_variance": params["r"]},
     )
-    _write_atomic(truth_ds, out / "truth.zarr")
-    _write_atomic(obs_ds, out / "observations.zarr")
+    write_atomic(truth_ds, out / "truth.zarr")
+    write_atomic(obs_ds, out / "observations.zarr")
     return params
 
 
-def _write_atomic(ds: xr.Dataset, path: Path) -> None:
-    """Write to a temporary sibling then rename, so no partial store is ever left at ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3)
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)

@@ -211,9 +211,8 @@ class NeuralDenoiser:
         network's Jacobian it is a covariance whatever the training: MMPS's ``covariance="diagonal"``.
         """
         alpha, sigma_t = self.schedule(expand_time(torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device), x_t))
-        sigma = sigma_t / alpha  # scalar or [B, 1, 1, 1]
-        s = self.normalisation.sigma_data(x_t)[None]  # [1, C, 1, 1]
-        return s**2 * sigma**2 / (s**2 + sigma**2)
+        _, c_out, _, _ = self.coefficients((sigma_t / alpha).reshape(-1), x_t)
+        return c_out**2
 
     def coefficients(self, sigma: Tensor, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(c_skip, c_out, c_in)`` ``[B, C, 1, 1]`` and ``c_noise`` ``[B]`` for ``sigma`` ``[B]``."""

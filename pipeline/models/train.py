@@ -29,7 +29,6 @@ with ``info = {"loss", "lr", "seconds"}``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time

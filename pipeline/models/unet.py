@@ -29,7 +29,7 @@ Shape: ``H`` and ``W`` must be divisible by ``2**(len(mults)-1)``; ``W`` even fo
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch

@@ -74,14 +74,27 @@ class ModelConfig(Section):
 
 
 class FilterConfig(Section):
-    method: Literal["pf-optimal", "pf-bootstrap", "etkf"] = "pf-optimal"
+    method: Literal["pf-optimal", "pf-bootstrap", "etkf", "free"] = Field(
+        "pf-optimal", description="pf-optimal | pf-bootstrap | etkf | free (no observations: the baseline)")
     particles: int = Field(64, ge=1)
     weights: Literal["seed", "inflated"] = "inflated"
+    tempering: Literal["none", "adaptive"] = Field(
+        "none", description="adaptive: weights p(y|x)^alpha, the largest alpha in (0, 1] keeping ESS/N in target_ess")
+    target_ess: tuple[float, float] = Field((0.2, 0.25), description="tempering: the ESS band, fractions of N")
     resample_threshold: float = Field(0.5, ge=0.0, le=1.0, description="resample when ESS/N falls below")
     regularization: float = Field(0.0, ge=0.0, description="jitter scale 'reg' (DAPPER); 0 = off")
     inflation: float = Field(1.0, ge=1.0, description="ETKF multiplicative inflation")
     spinup: int = Field(0, ge=0, description="cycles left out of the summary metrics")
     init_std: float = Field(1.0, ge=0.0, description="initial ensemble: truth at cycle 0 plus N(0, init_std^2)")
+
+
+    @field_validator("target_ess")
+    @classmethod
+    def _band(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if not (0 < lo <= hi <= 1):
+            raise ValueError(f"need 0 < lo <= hi <= 1 (fractions of N), e.g. [0.2, 0.25]; got {list(v)}")
+        return v
 
 
 class RunConfig(Section):

@@ -31,6 +31,7 @@ class Problem(Protocol):
     state_shape: tuple[int, ...]
     times: np.ndarray
     denoiser: Denoiser
+    history: int  # K: the denoiser conditions on the last K states (particles are [n, K, *S] when K > 1)
 
     @property
     def n_cycles(self) -> int: ...
@@ -67,6 +68,7 @@ class TwinProblem:
     attrs: dict
     device: torch.device
     dtype: torch.dtype
+    history: int = 1
 
     @property
     def n_cycles(self) -> int:

@@ -24,14 +24,13 @@ from .config import Config
 from .distributed.comm import Comm, LocalComm, TimedComm, shard_sizes, shard_start
 from .errors import DiffdaError
 from .evaluate.scores import crps, rmse, spread
+from .filters.base import Filter
 from .filters.ensemble import Ensemble, current, gather_ensemble, weighted_moments
-from .filters.etkf import ETKF
-from .filters.particle import ParticleFilter
 from .filters.propagate import Propagator
 from .problems import Problem, load_twin
 from .rng import ParticleNoise
 
-DIAGNOSTICS = ["rmse_analysis", "rmse_forecast", "spread_analysis", "crps_analysis", "ess", "resampled",
+DIAGNOSTICS = ["rmse_analysis", "rmse_forecast", "spread_analysis", "crps_analysis", "ess", "alpha", "resampled",
                "cycle_seconds", "denoiser_seconds", "denoiser_calls", "comm_seconds", "resample_seconds",
                "moved", "moved_lower_bound"]
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -102,12 +101,8 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         grid=cfg.sampler.grid, guidance=cfg.guidance.method,
         guidance_options=_guidance_options(cfg), micro_batch=micro, seed=cfg.run.seed,
     )
-    history = getattr(problem, "history", 1)
-    if cfg.filter.method == "etkf":
-        filt = ETKF(comm, propagator, cfg.filter.inflation, history)
-    else:
-        filt = ParticleFilter(comm, propagator, n_total, cfg.filter.method, cfg.filter.weights,
-                              cfg.filter.resample_threshold, cfg.filter.regularization, cfg.run.seed, history)
+    history = problem.history
+    filt = make_filter(cfg, comm, propagator, shape, history)
 
     ckpt_dir = out_dir / "checkpoint"
     fp = fingerprint(cfg)
@@ -141,32 +136,33 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
     for k in range(done + 1, problem.n_cycles + 1):
         start = time.perf_counter()
         t0, c0 = propagator.timer.seconds, propagator.timer.calls
-        comm0, res0 = comm.seconds, getattr(filt, "resample_seconds", 0.0)
-        moved0 = (filt.stats.moved, filt.stats.lower_bound) if hasattr(filt, "stats") else (0, 0)
+        comm0 = comm.seconds
         obs = problem.observation(k)
         _injected_failure(comm.rank, k)
         g = cfg.run.start + k  # the data's cycle: randomness is keyed by it, so windows chain bit for bit
-        result = filt.cycle(ens, g, obs, shape)
-        ens = result.ensemble
-        now = Ensemble(ens.ids, current(ens.x, history), ens.log_w)
+        result = filt.cycle(ens, g, obs)
+        d = result.diagnostics
+        analysis = result.analysis
+        now = Ensemble(analysis.ids, current(analysis.x, history), analysis.log_w)
         mean, var = weighted_moments(comm, now.x, now.log_w)
         truth = problem.truth(k)
         all_x, all_lw = gather_ensemble(comm, now) if (truth is not None or members) else (None, None)
-        ens, resampled_after = filt.after_analysis(ens, g)
+        ens = result.next
         diag = {
             "rmse_analysis": rmse(mean, truth) if truth is not None else np.nan,
             "rmse_forecast": rmse(result.forecast_mean, truth) if truth is not None else np.nan,
             "spread_analysis": spread(var),
             "crps_analysis": crps(all_x, torch.exp(all_lw), truth.cpu()) if truth is not None else np.nan,
-            "ess": result.ess,
-            "resampled": float(result.resampled or resampled_after),
+            "ess": d.ess,
+            "alpha": d.alpha,
+            "resampled": float(d.resampled),
             "cycle_seconds": time.perf_counter() - start,
             "denoiser_seconds": _max_over_ranks(comm, propagator.timer.seconds - t0),
             "denoiser_calls": float(comm.all_reduce(torch.tensor([float(propagator.timer.calls - c0)], dtype=torch.float64, device=comm.device)).cpu()[0]),
             "comm_seconds": comm.seconds - comm0,
-            "resample_seconds": getattr(filt, "resample_seconds", 0.0) - res0,
-            "moved": float(filt.stats.moved - moved0[0]) if hasattr(filt, "stats") else 0.0,
-            "moved_lower_bound": float(filt.stats.lower_bound - moved0[1]) if hasattr(filt, "stats") else 0.0,
+            "resample_seconds": d.resample_seconds,
+            "moved": float(d.moved),
+            "moved_lower_bound": float(d.moved_lower_bound),
         }
         if store is not None:
             fields = problem.fields(mean, torch.sqrt(var), all_x if members else None)
@@ -199,6 +195,30 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
     return RunResult(metrics, out_dir, resumed_from, last_cycle=problem.n_cycles)
 
 
+def make_filter(cfg: Config, comm: Comm, propagator: Propagator, shape: tuple[int, ...], history: int) -> Filter:
+    """The configured filter (``filter.method``) as one of the classes of :mod:`pipeline.filters`."""
+    from .filters.etkf import ETKF
+    from .filters.free import FreeRun
+    from .filters.pf_bootstrap import BootstrapPF
+    from .filters.pf_optimal import OptimalProposalPF
+    from .filters.resample_step import Resampler
+
+    f = cfg.filter
+    method = f.method
+    resampler = Resampler(comm, f.particles, f.resample_threshold, f.regularization, cfg.run.seed)
+    band = tuple(f.target_ess) if f.tempering == "adaptive" else None
+    if method == "pf-optimal":
+        return OptimalProposalPF(comm, propagator, shape, resampler, inflate=f.weights == "inflated", band=band,
+                                 history=history, diagonal=cfg.guidance.covariance == "diagonal")
+    if method == "pf-bootstrap":
+        return BootstrapPF(comm, propagator, shape, resampler, history=history)
+    if method == "etkf":
+        return ETKF(comm, propagator, shape, f.inflation, history)
+    if method == "free":
+        return FreeRun(comm, propagator, shape, history)
+    raise DiffdaError(f"filter.method={method} is not implemented")
+
+
 def summarise(store: Path, cfg: Config) -> dict:
     """Metrics over cycles after ``filter.spinup`` from the analysis store's diagnostics."""
     ds = xr.open_zarr(store)
@@ -212,6 +232,7 @@ def summarise(store: Path, cfg: Config) -> dict:
         "crps_analysis": mean("crps_analysis"),
         "ess_mean": mean("ess"),
         "ess_min": float(np.nanmin(d["ess"][sl])),
+        "alpha_mean": mean("alpha"),
         "resample_count": int(np.nansum(d["resampled"])),
         "wall_seconds": float(np.nansum(d["cycle_seconds"])),
         "denoiser_seconds": float(np.nansum(d["denoiser_seconds"])),

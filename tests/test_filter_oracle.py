@@ -19,7 +19,8 @@ from pipeline.diffusion.schedules import VPCosine
 from pipeline.distributed.comm import LocalComm
 from pipeline.filters.ensemble import Ensemble, weighted_moments
 from pipeline.filters.kalman import kalman_step
-from pipeline.filters.particle import ParticleFilter
+from pipeline.filters.pf_optimal import OptimalProposalPF
+from pipeline.filters.resample_step import Resampler
 from pipeline.filters.propagate import Propagator
 from pipeline.models.dynamics import Linear
 from pipeline.models.gaussian import GaussianDenoiser
@@ -28,17 +29,20 @@ from pipeline.rng import ParticleNoise
 DIM, Q, R, STRIDE, CYCLES = 6, 0.1, 0.25, 2, 3
 
 
-def run_pf(n: int, seed: int, ys: list[torch.Tensor], x0: torch.Tensor) -> list[torch.Tensor]:
+def run_pf(n: int, seed: int, ys: list[torch.Tensor], x0: torch.Tensor, band=None, alphas=None) -> list[torch.Tensor]:
     den = GaussianDenoiser(VPCosine(), Linear(0.95, 0.25), Q)
     prop = Propagator(den, steps=64, eta=1.0, corrections=0, delta=0.1, t_min=1e-3, grid="uniform",
                       guidance="mmps", guidance_options={"cg_iterations": DIM}, micro_batch=0, seed=seed)
-    pf = ParticleFilter(LocalComm(), prop, n, "pf-optimal", "inflated", 0.5, 0.0, seed)
+    pf = OptimalProposalPF(LocalComm(), prop, (DIM,), Resampler(LocalComm(), n, 0.5, 0.0, seed), inflate=True, band=band)
     ids = torch.arange(n)
     x = x0 + ParticleNoise(seed, 0, ids.tolist(), "init").normal(list(range(n)), (DIM,))
     ens = Ensemble(ids, x, torch.full((n,), -math.log(n), dtype=torch.float64))
     means = []
     for k, y in enumerate(ys, start=1):
-        ens = pf.cycle(ens, k, Observation.from_field(y, R), (DIM,)).ensemble
+        result = pf.cycle(ens, k, Observation.from_field(y, R))
+        ens = result.next
+        if alphas is not None:
+            alphas.append(result.diagnostics.alpha)
         means.append(weighted_moments(LocalComm(), ens.x, ens.log_w)[0])
     return means
 
@@ -79,7 +83,7 @@ def test_pf_mean_converges_to_kalman_at_monte_carlo_rate():
 def test_diagonal_inflation_log_likelihood_equals_the_dense_form():
     """``cov`` given as its diagonal ``[B, M]`` is the same Gaussian as ``diag_embed(cov)`` (1e-12)."""
     from pipeline.diffusion.observation import Observation
-    from pipeline.filters.particle import gaussian_log_likelihood
+    from pipeline.filters.likelihood import gaussian_log_likelihood
 
     g = torch.Generator().manual_seed(3)
     obs = Observation.from_field(torch.randn(7, generator=g, dtype=torch.float64), 0.3)
@@ -87,3 +91,23 @@ def test_diagonal_inflation_log_likelihood_equals_the_dense_form():
     v = torch.rand(5, 7, generator=g, dtype=torch.float64)
     torch.testing.assert_close(gaussian_log_likelihood(obs, hx, v),
                                gaussian_log_likelihood(obs, hx, torch.diag_embed(v)), rtol=1e-12, atol=1e-12)
+
+
+def test_tempering_is_inactive_on_the_oracle_and_changes_nothing():
+    """With the ESS already above the band (3 observations, N = 100), adaptive tempering keeps
+    alpha = 1 in every cycle and the filter is bit for bit the untempered one."""
+    g = torch.Generator().manual_seed(11)
+    params = dict(dim=DIM, a=0.95, c=0.25, q=Q)
+    x0 = initial_state("linear", params, g)[0]
+    truth = simulate("linear", params, CYCLES, g, x0)
+    ys = []
+    for k in range(1, CYCLES + 1):
+        y = truth[k] + R**0.5 * torch.randn(DIM, generator=g, dtype=torch.float64)
+        y[1::STRIDE] = float("nan")
+        ys.append(y)
+    alphas: list[float] = []
+    tempered = run_pf(100, 0, ys, x0, band=(0.2, 0.25), alphas=alphas)
+    plain = run_pf(100, 0, ys, x0)
+    assert alphas == [1.0] * CYCLES
+    for a, b in zip(tempered, plain):
+        assert torch.equal(a, b)

@@ -116,6 +116,8 @@ class make_progress:
 
     def __call__(self, k: int, total: int, diag: dict) -> None:
         text = f"rmse={diag['rmse_analysis']:.3f} ess={diag['ess']:.1f}"
+        if diag.get("alpha", 1.0) < 1.0:
+            text += f" alpha={diag['alpha']:.3g}"
         if self.tty:
             if self.bar is None:
                 from tqdm import tqdm
@@ -140,7 +142,7 @@ def print_summary(cfg: Config, metrics: dict, out_dir: Path, resumed_from: int) 
     if resumed_from:
         rows.append(("resumed after cycle", str(resumed_from)))
     for key in ("rmse_analysis", "rmse_forecast", "spread_analysis", "crps_analysis", "ess_mean", "ess_min",
-                "resample_count", "wall_seconds", "denoiser_seconds", "denoiser_calls"):
+                "alpha_mean", "resample_count", "wall_seconds", "denoiser_seconds", "denoiser_calls"):
         v = metrics.get(key)
         rows.append((key, f"{v:.4g}" if isinstance(v, float) else str(v)))
     rows.append(("analysis", str(out_dir / "analysis.zarr")))

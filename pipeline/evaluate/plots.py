@@ -25,6 +25,11 @@ def plot_cycles(path: str | Path, diagnostics: dict[str, np.ndarray], n_particle
     ax2.axhline(n_particles, color="grey", lw=0.5, ls="--")
     ax2.set_ylabel("ESS")
     ax2.set_xlabel("cycle")
+    alpha = diagnostics.get("alpha")
+    if alpha is not None and np.isfinite(alpha).any() and np.nanmin(alpha) < 1.0:  # tempering was active
+        ax3 = ax2.twinx()
+        ax3.semilogy(cycles, alpha, lw=1, color="tab:purple", label="tempering alpha")
+        ax3.set_ylabel("tempering alpha", color="tab:purple")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -1,4 +1,4 @@
-r"""Ensemble transform Kalman filter (Hunt et al. 2007), the baseline.
+r"""Ensemble transform Kalman filter (Hunt et al. 2007), the global Kalman baseline.
 
 Forecast members ``x^f_i ~ p(x^{k+1} | x^k_i)`` by the (unguided) diffusion sampler; anomalies
 ``X = rho (x^f - xbar)`` and ``Y = rho (H(x^f) - ybar)`` with multiplicative inflation ``rho``;
@@ -7,7 +7,8 @@ Forecast members ``x^f_i ~ p(x^{k+1} | x^k_i)`` by the (unguided) diffusion samp
     x^a_i = xbar + X (wbar + W_i).
 
 Nonlinear ``H`` is applied member by member. The transform needs the whole ensemble, so every
-rank gathers it (fine for twin-sized states) and keeps its own members.
+rank gathers it (fine for twin-sized states; the LETKF is the distributed one) and keeps its own
+members. Members are equally weighted: ESS = N.
 """
 
 from __future__ import annotations
@@ -19,26 +20,32 @@ from torch import Tensor
 
 from ..diffusion.observation import Observation
 from ..distributed.comm import Comm
+from .base import CycleResult, Diagnostics
 from .ensemble import Ensemble, advance, gather_ensemble, weighted_moments
-from .particle import CycleResult
 from .propagate import Propagator
+
+
+def etkf_transform(Y: Tensor, d: Tensor, r_inv: Tensor) -> tuple[Tensor, Tensor]:
+    """``(wbar [N], W [N, N])`` from obs anomalies ``Y`` ``[N, M]`` (inflated), innovation
+    ``d = y - ybar`` ``[M]`` and ``R^-1`` diagonal ``[M]`` (float64; an eigendecomposition of the
+    symmetric ``(N - 1) I + Y R^-1 Y^T``)."""
+    n = Y.shape[0]
+    C = (Y * r_inv) @ Y.T  # [N, N]
+    evals, evecs = torch.linalg.eigh((n - 1) * torch.eye(n, dtype=torch.float64, device=Y.device) + C)
+    Pa = (evecs / evals) @ evecs.T
+    wbar = Pa @ ((Y * r_inv) @ d)
+    W = (evecs * torch.sqrt((n - 1) / evals)) @ evecs.T
+    return wbar, W
 
 
 def etkf_analysis(xf: Tensor, obs: Observation, inflation: float) -> Tensor:
     """Analysis members ``[N, *S]`` from forecast members ``[N, *S]``."""
-    n = xf.shape[0]
     flat = xf.double().flatten(1)
     xbar = flat.mean(0)
     X = inflation * (flat - xbar)  # [N, D]
     hx = obs.operator(xf).double()  # [N, M]
     ybar = hx.mean(0)
-    Y = inflation * (hx - ybar)  # [N, M]
-    r_inv = 1.0 / obs.variance.double()
-    C = (Y * r_inv) @ Y.T  # [N, N]
-    evals, evecs = torch.linalg.eigh((n - 1) * torch.eye(n, dtype=torch.float64) + C)
-    Pa = evecs @ torch.diag(1.0 / evals) @ evecs.T
-    wbar = Pa @ (Y * r_inv) @ (obs.y.double() - ybar)
-    W = evecs @ torch.diag(torch.sqrt((n - 1) / evals)) @ evecs.T
+    wbar, W = etkf_transform(inflation * (hx - ybar), obs.y.double() - ybar, 1.0 / obs.variance.double())
     xa = xbar + (wbar[None, :] + W.T) @ X
     return xa.reshape(xf.shape).to(xf.dtype)
 
@@ -47,17 +54,15 @@ def etkf_analysis(xf: Tensor, obs: Observation, inflation: float) -> Tensor:
 class ETKF:
     comm: Comm
     propagator: Propagator
-    inflation: float
+    state_shape: tuple[int, ...]
+    inflation: float = 1.0
     history: int = 1
 
-    def cycle(self, ens: Ensemble, cycle: int, observation: Observation, state_shape: tuple[int, ...]) -> CycleResult:
-        xf = self.propagator.propagate(ens.x, ens.ids, cycle, state_shape, None)
+    def cycle(self, ens: Ensemble, cycle: int, observation: Observation) -> CycleResult:
+        xf = self.propagator.propagate(ens.x, ens.ids, cycle, self.state_shape, None)
         forecast_mean, _ = weighted_moments(self.comm, xf, ens.log_w)
         all_xf, _ = gather_ensemble(self.comm, Ensemble(ens.ids, xf, ens.log_w))
         xa = etkf_analysis(all_xf.to(xf.device), observation, self.inflation) if observation.size else all_xf
-        mine = xa[ens.ids.to(xa.device)]
-        n = all_xf.shape[0]
-        return CycleResult(Ensemble(ens.ids, advance(ens.x, mine, self.history), ens.log_w), forecast_mean, float(n), False)
-
-    def after_analysis(self, ens: Ensemble, cycle: int) -> tuple[Ensemble, bool]:
-        return ens, False
+        mine = xa[ens.ids.to(xa.device)].to(xf.device)
+        analysis = Ensemble(ens.ids, advance(ens.x, mine, self.history), ens.log_w)
+        return CycleResult(analysis, forecast_mean, Diagnostics(ess=float(all_xf.shape[0])))

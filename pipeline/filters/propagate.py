@@ -75,7 +75,7 @@ class Propagator:
     def __post_init__(self) -> None:
         self.timed = TimedDenoiser(self.denoiser, self.timer)
 
-    def _batches(self, n: int):
+    def batches(self, n: int):
         size = self.micro_batch if self.micro_batch > 0 else n
         for start in range(0, n, max(size, 1)):
             yield list(range(start, min(n, start + size)))
@@ -87,7 +87,7 @@ class Propagator:
         _, sigma_1 = self.denoiser.schedule(one)
         out = []
         with torch.no_grad():
-            for rows in self._batches(len(ids)):
+            for rows in self.batches(len(ids)):
                 x_t = sigma_1 * noise.normal(rows, state_shape)
                 out.append(self.timed(x_t, one, x_prev[rows]))
         return torch.cat(out) if out else x_prev.new_zeros((0, *state_shape))
@@ -103,7 +103,7 @@ class Propagator:
                           delta=self.delta, t_min=self.t_min, grid=self.grid)
         noise = ParticleNoise(self.seed, cycle, ids.tolist(), "propagate", x_prev.device, x_prev.dtype)
         out = []
-        for rows in self._batches(len(ids)):
+        for rows in self.batches(len(ids)):
             draw = lambda rows=rows: noise.normal(rows, state_shape)  # noqa: E731
             with torch.no_grad():
                 out.append(sampler.sample(x_prev[rows], draw, state_shape).detach())

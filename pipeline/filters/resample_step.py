@@ -11,14 +11,16 @@ weighted ensemble covariance before resampling and ``h = reg N^(-1/(d+4))`` (DAP
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from ..distributed.comm import Comm
-from ..rng import generator
-from .ensemble import Ensemble, global_log_weights, weighted_moments
+from ..rng import generator, shared_uniform
+from .base import Diagnostics
+from .ensemble import Ensemble, ess, global_log_weights, weighted_moments
 from .resampling import systematic
 
 
@@ -29,6 +31,32 @@ class ResampleStats:
     count: int = 0
     moved: int = 0
     lower_bound: int = 0
+
+
+@dataclass
+class Resampler:
+    """Systematic resampling when ``ESS < threshold * N``, one shared uniform per cycle
+    (``shared_uniform(seed, cycle)``), jitter ``regularization`` (0 = none)."""
+
+    comm: Comm
+    n_total: int
+    threshold: float = 0.5
+    regularization: float = 0.0
+    seed: int = 0
+    stats: ResampleStats = field(default_factory=ResampleStats)
+
+    def maybe_resample(self, ens: Ensemble, cycle: int) -> tuple[Ensemble, Diagnostics]:
+        """The (possibly) resampled shard and the cycle's diagnostics (ESS before resampling)."""
+        e = ess(self.comm, ens.ids, ens.log_w)
+        diag = Diagnostics(ess=e)
+        if e < self.threshold * self.n_total:
+            moved0, bound0 = self.stats.moved, self.stats.lower_bound
+            start = time.perf_counter()
+            ens = resample(self.comm, ens, shared_uniform(self.seed, cycle), self.n_total, self.regularization,
+                           self.seed, cycle, self.stats)
+            diag.resampled, diag.resample_seconds = True, time.perf_counter() - start
+            diag.moved, diag.moved_lower_bound = self.stats.moved - moved0, self.stats.lower_bound - bound0
+        return ens, diag
 
 
 def resample(comm: Comm, ens: Ensemble, u: float, n_total: int, reg: float = 0.0,

@@ -167,3 +167,82 @@ def probabilistic_skill(denoiser: NeuralDenoiser, z: Tensor, pool: Tensor, layou
             "crps_physical": {n: float(v) for n, v in zip(names, (crps_c * std).tolist())},
         }
     return out
+
+
+@torch.no_grad()
+def rollout_skill(denoiser: NeuralDenoiser, z: Tensor, layout: GridLayout, starts: int = 4, leads: int = 60,
+                  members: int = 4, sampled_leads: int = 120, steps: int = 16, seed: int = 0,
+                  bounds: tuple[Tensor, Tensor] | None = None, batch: int = 16) -> dict:
+    r"""Multi-step skill: what cycling asks of an emulator.
+
+    - *mean rollout*: from ``starts`` start times of ``z`` ``[T, C, H, W]`` (normalised), the ``t = 1``
+      mean fed back as the next condition for ``leads`` steps; latitude-weighted RMSE against the
+      truth and against persistence (``z`` at the start) by lead, averaged over starts, and the
+      first lead at which the rollout stops beating persistence (``None``: never within ``leads``);
+    - *sampled rollout*: ``members`` rollouts per start, each step sampled by the filter's own
+      sampler (the denoiser's schedule, ``steps`` probability-flow steps), for ``sampled_leads``
+      steps; by lead, the ensemble-mean RMSE, the spread and their ratio
+      ``sqrt((1 + 1/M) var / mse)`` (1 when calibrated), the largest ``|z|`` and the fraction of
+      values outside the climatological range ``bounds = (lo [C], hi [C])`` widened by 10 % of
+      its width on each side.
+    """
+    from ..diffusion.sampler import Sampler
+
+    k_hist = denoiser.history
+    w = latitude_weights(layout.latitude, z)
+    device = next(denoiser.net.parameters()).device
+    total = max(leads, sampled_leads)
+    first = torch.linspace(k_hist - 1, z.shape[0] - 1 - total, starts).round().long().tolist()
+    if first and first[-1] < k_hist - 1:
+        raise ValueError(f"trajectory of {z.shape[0]} times is too short for {total} leads")
+    g = torch.Generator().manual_seed(seed)
+    one = torch.ones((), dtype=z.dtype)
+    _, sigma_1 = denoiser.schedule(one)
+
+    def score(f: Tensor, target: Tensor) -> Tensor:  # [B, C, H, W] -> mse per sample [B]
+        return ((f - target) ** 2 * w).mean(dim=(1, 2, 3))
+
+    # mean rollout, all starts in one batch
+    cond = torch.stack([z[i - k_hist + 1: i + 1] for i in first]).to(device)
+    persistence = torch.stack([z[i] for i in first])
+    mse_model, mse_pers = [], []
+    for lead in range(1, leads + 1):
+        target = torch.stack([z[i + lead] for i in first])
+        x_1 = (sigma_1 * torch.randn(target.shape, generator=g, dtype=z.dtype)).to(device)
+        m = denoiser(x_1, torch.ones(len(first), device=device, dtype=z.dtype), cond)
+        cond = torch.cat([cond[:, 1:], m[:, None]], dim=1)
+        mse_model.append(float(score(m.cpu(), target).mean()))
+        mse_pers.append(float(score(persistence, target).mean()))
+    rmse_model = [v**0.5 for v in mse_model]
+    rmse_pers = [v**0.5 for v in mse_pers]
+    worse = [lead for lead, (a, b) in enumerate(zip(rmse_model, rmse_pers), start=1) if a >= b]
+
+    # sampled rollouts
+    sampler = Sampler(denoiser, steps=steps)
+    lo, hi = bounds if bounds is not None else (z.amin(dim=(0, 2, 3)), z.amax(dim=(0, 2, 3)))
+    width = hi - lo
+    lo_c, hi_c = (lo - 0.1 * width)[:, None, None], (hi + 0.1 * width)[:, None, None]
+    cond = torch.stack([z[i - k_hist + 1: i + 1] for i in first for _ in range(members)]).to(device)
+    by_lead = {"rmse_ensemble_mean": [], "spread": [], "spread_error_ratio": [], "max_abs": [], "outside": []}
+    for lead in range(1, sampled_leads + 1):
+        outs = []
+        for b0 in range(0, cond.shape[0], batch):
+            c = cond[b0: b0 + batch]
+            draw = lambda c=c: torch.randn((c.shape[0], *c.shape[2:]), generator=g, dtype=z.dtype).to(device)  # noqa: E731
+            outs.append(sampler.sample(c, draw, tuple(c.shape[2:])))
+        x = torch.cat(outs)
+        cond = torch.cat([cond[:, 1:], x[:, None]], dim=1)
+        ens = x.cpu().reshape(len(first), members, *x.shape[1:])
+        target = torch.stack([z[i + lead] for i in first])
+        mse = float(score(ens.mean(1), target).mean())
+        var = float((ens.var(1) * w).mean()) if members > 1 else 0.0
+        by_lead["rmse_ensemble_mean"].append(mse**0.5)
+        by_lead["spread"].append(var**0.5)
+        by_lead["spread_error_ratio"].append(((1 + 1 / members) * var / mse) ** 0.5 if mse > 0 else float("nan"))
+        by_lead["max_abs"].append(float(ens.abs().max()))
+        by_lead["outside"].append(float(((ens < lo_c) | (ens > hi_c)).double().mean()))
+        if not torch.isfinite(ens).all():
+            break
+    return {"starts": len(first), "leads": leads, "members": members, "steps": steps,
+            "mean_rmse": rmse_model, "persistence_rmse": rmse_pers,
+            "beats_persistence_until": (worse[0] - 1) if worse else None, "sampled": by_lead}

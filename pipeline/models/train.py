@@ -11,6 +11,22 @@ filter's ``t = 1`` forecast call uses are trained too), ``eps ~ N(0, I)``,
 
 per channel with ``s = sigma_data`` (see :mod:`.neural`); i.e. unit-weighted on ``F``'s target.
 
+Robustness to imperfect conditions (what cycling needs: a filter feeds the emulator analyses, not
+true states). Two levers, both off by default:
+
+- *condition noise* (``cond_noise = c``): each sample's condition states get ``sigma_c n``, with
+  ``sigma_c ~ U(0, c)`` per sample (a fraction ``cond_noise_clean`` keeps ``sigma_c = 0``) and ``n`` a
+  unit-variance field that is half white, half smooth (white noise on a grid 4× coarser,
+  interpolated bilinearly, periodic in longitude): analysis errors are mostly large-scale. The
+  target stays the true next state, so the network learns to pull a perturbed state back;
+- *pushforward* (``rollout_fraction = f``, Brandstetter et al. 2022): for a fraction ``f`` of the
+  samples the newest condition state is replaced by the network's own sample of it (a
+  ``rollout_steps``-step Heun sample from the states before, no gradient), so training sees the
+  inputs a rollout produces. Costs about ``2 rollout_steps - 1`` extra forward passes per such sample.
+
+``init = DIR`` starts from the weights (EMA) of an earlier checkpoint with the same architecture
+(a fine-tuning stage with its own step count and schedule).
+
 Determinism and resumption. Every random draw of step ``k`` on rank ``r`` comes from its own
 counter-based generator ``rng.generator(seed, k, r, "train")`` (batch indices, sigmas, noise), the
 initial weights from a fork of the global RNG seeded with ``seed``, so the whole state is
@@ -77,6 +93,12 @@ class TrainOptions:
     uniform_fraction: float = 0.1
     sigma_min: float = 1e-3
     sigma_max: float = 100.0
+    # robustness to imperfect conditions (see the module docstring)
+    cond_noise: float = 0.0
+    cond_noise_clean: float = 0.2
+    rollout_fraction: float = 0.0
+    rollout_steps: int = 4
+    init: str | None = None
     # run
     seed: int = 0
     checkpoint_every: int = 500
@@ -100,6 +122,10 @@ class TrainOptions:
             (0 < self.sigma_min < self.sigma_max, "need 0 < sigma_min < sigma_max"),
             (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+            (self.cond_noise >= 0, "cond_noise must be >= 0"),
+            (0 <= self.cond_noise_clean <= 1, "cond_noise_clean must be in [0, 1]"),
+            (0 <= self.rollout_fraction <= 1, "rollout_fraction must be in [0, 1]"),
+            (self.rollout_steps >= 1, "rollout_steps must be >= 1"),
             (self.amp in ("auto", "bf16", "off"), "amp must be auto, bf16 or off"),
             (self.pole in ("roll", "reflect", "zero"), "pole must be roll, reflect or zero"),
             (self.base >= 4 and len(self.mults) >= 1, "base must be >= 4 and mults non-empty"),
@@ -178,6 +204,44 @@ class SampleIndex:
             targets.append(z[i + 1])
         return torch.stack(conds), torch.stack(targets)
 
+    def earlier(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """``(condition of the newest condition state [B, K, C, H, W], valid [B])``: the K states
+        before ``z[i]`` for each sample (``valid`` False where the trajectory starts too late)."""
+        conds, valid = [], []
+        for r in rows.tolist():
+            j, i = self.pairs[r]
+            z = self.trajectories[j]
+            ok = i - self.history >= 0
+            valid.append(ok)
+            conds.append(z[i - self.history: i] if ok else z[i - self.history + 1: i + 1])
+        return torch.stack(conds), torch.tensor(valid)
+
+
+def smooth_noise(shape: tuple[int, ...], g: torch.Generator, factor: int = 4) -> Tensor:
+    """Unit-variance noise ``shape = [..., H, W]``, half white, half smooth (white on a grid
+    ``factor`` times coarser, bilinearly interpolated, periodic in longitude)."""
+    *lead, h, w = shape
+    white = torch.randn(shape, generator=g)
+    hc, wc = max(1, h // factor), max(1, w // factor)
+    coarse = torch.randn((int(torch.tensor(lead).prod()) if lead else 1, 1, hc, wc + 2), generator=g)
+    coarse[..., -2:] = coarse[..., :2]  # periodic in longitude
+    fine = torch.nn.functional.interpolate(coarse, size=(h, w + 2 * factor), mode="bilinear", align_corners=False)
+    fine = fine[..., :w].reshape(shape)
+    fine = fine / fine.std().clamp_min(1e-6)
+    return (white + fine) / math.sqrt(2.0)
+
+
+def perturb_conditions(cond: Tensor, opts: "TrainOptions", g: torch.Generator) -> Tensor:
+    """``cond + sigma_c n`` with ``sigma_c ~ U(0, cond_noise)`` per sample (0 for a fraction
+    ``cond_noise_clean``), ``n`` from :func:`smooth_noise`: ``[B, K, C, H, W]``."""
+    if opts.cond_noise <= 0:
+        return cond
+    b = cond.shape[0]
+    level = opts.cond_noise * torch.rand(b, generator=g)
+    level = torch.where(torch.rand(b, generator=g) < opts.cond_noise_clean, torch.zeros_like(level), level)
+    n = smooth_noise(tuple(cond.shape), g).to(cond)
+    return cond + level.to(cond).reshape(b, 1, 1, 1, 1) * n
+
 
 def sample_sigma(n: int, opts: TrainOptions, g: torch.Generator) -> Tensor:
     """``[n]`` noise levels: log-normal, a fraction log-uniform in ``[sigma_min, sigma_max]``."""
@@ -203,6 +267,35 @@ def edm_loss(denoiser: NeuralDenoiser, cond: Tensor, target: Tensor, sigma: Tens
     d = denoiser.edm(z_sigma, sigma, cond)
     _, c_out, _, _ = denoiser.coefficients(sigma, target)
     return ((d - target) ** 2 / c_out**2).mean()
+
+
+def _pushforward(denoiser: NeuralDenoiser, samples: SampleIndex, rows: Tensor, cond: Tensor,
+                 opts: TrainOptions, g: torch.Generator) -> Tensor:
+    """Replace the newest condition state of a fraction ``rollout_fraction`` of the samples by the
+    network's own sample of it: the filter's sampler (VP-cosine, probability-flow, ``rollout_steps``
+    steps; robust at few steps, unlike EDM's Heun), no gradient."""
+    from ..diffusion.sampler import Sampler
+    from ..diffusion.schedules import make_schedule
+
+    pick = torch.rand(len(rows), generator=g) < opts.rollout_fraction
+    earlier, valid = samples.earlier(rows)
+    pick = pick & valid
+    noise = torch.randn(cond[:, -1].shape, generator=g)
+    if not bool(pick.any()):
+        return cond
+    idx = torch.nonzero(pick).flatten()
+    view = NeuralDenoiser(denoiser.net, make_schedule("vp-cosine"), denoiser.normalisation,
+                          residual=denoiser.residual, sigma_min=denoiser.sigma_min, sigma_max=denoiser.sigma_max,
+                          dtype=denoiser.autocast_dtype)
+    was_training = denoiser.net.training
+    denoiser.net.eval()
+    with torch.no_grad():
+        z = noise[idx].to(cond)
+        own = Sampler(view, steps=opts.rollout_steps).sample(earlier[idx].to(cond.device), lambda: z, tuple(z.shape[1:]))
+    denoiser.net.train(was_training)
+    cond = cond.clone()
+    cond[idx, -1] = own.to(cond.dtype)
+    return cond
 
 
 def _autocast_dtype(opts: TrainOptions, device: torch.device) -> torch.dtype | None:
@@ -258,6 +351,15 @@ def train(trajectories: Sequence[Tensor] | Tensor, layout: GridLayout, normalisa
         ema = {k: v.to(device) for k, v in state["ema"].items()}
         optimiser.load_state_dict(state["optimizer"])
         step = int(state["step"])
+    elif opts.init:
+        from .checkpoint import load_checkpoint
+
+        start_net, _ = load_checkpoint(opts.init, device=device)
+        if start_net.config.to_dict() != config.to_dict():
+            raise DiffdaError(f"init={opts.init} has architecture {start_net.config.to_dict()}, not "
+                              f"{config.to_dict()}; set the same base/mults/blocks/emb/history")
+        net.load_state_dict(start_net.state_dict())
+        ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
     model: nn.Module = net
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -277,6 +379,9 @@ def train(trajectories: Sequence[Tensor] | Tensor, layout: GridLayout, normalisa
         g = rng.generator(opts.seed, step, rank, "train")
         rows = torch.randint(len(samples), (opts.batch_size,), generator=g)
         cond, target = samples.batch(rows)
+        if opts.rollout_fraction > 0:
+            cond = _pushforward(denoiser, samples, rows, cond, opts, g)
+        cond = perturb_conditions(cond, opts, g)
         sigma = sample_sigma(opts.batch_size, opts, g).to(device)
         eps = torch.randn(target.shape, generator=g).to(device)
         lr = learning_rate(step, opts)

@@ -113,6 +113,9 @@ def _ddp_worker(rank, world, out, rendezvous):
         gathered = [torch.zeros_like(flat) for _ in range(world)]
         dist.all_gather(gathered, flat)
         assert res.step == 3 and all(torch.equal(gathered[0], g) for g in gathered)
+        # as the launcher does: no rank tears its gloo threads down while another still talks
+        # (without it, a rank can abort with "terminate called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

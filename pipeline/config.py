@@ -54,6 +54,8 @@ class SamplerConfig(Section):
     delta: float = Field(0.1, gt=0.0, description="Langevin step size as a fraction of sigma_t^2")
     t_min: float = Field(1e-3, gt=0.0, lt=1.0, description="last diffusion time of the grid")
     grid: Literal["uniform", "log-snr"] = "uniform"
+    exact: bool = Field(True, description="unguided propagation in one exact draw when the denoiser "
+                        "can draw its transition (the twins' Gaussian denoiser); false = reverse diffusion")
 
 
 class GuidanceConfig(Section):

@@ -28,7 +28,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-PURPOSES = {"init": 0, "predict": 1, "propagate": 2, "resample": 3, "jitter": 4, "data": 5, "train": 6}
+PURPOSES = {"init": 0, "predict": 1, "propagate": 2, "resample": 3, "jitter": 4, "data": 5, "train": 6,
+            "measure": 7, "analysis": 8}
 
 _MASK = 0xFFFFFFFF
 _M0, _M1 = 0xD2511F53, 0xCD9E8D57  # Philox4x32 multipliers

@@ -217,6 +217,10 @@ def make_filter(cfg: Config, comm: Comm, propagator: Propagator, shape: tuple[in
         return ETKF(comm, propagator, shape, f.inflation, history)
     if method == "free":
         return FreeRun(comm, propagator, shape, history)
+    if method == "kde":
+        from .filters.kde import KDEFilter
+
+        return KDEFilter(comm, propagator, shape, f.kde_bandwidth_x, f.kde_bandwidth_y, history)
     raise DiffdaError(f"filter.method={method} is not implemented")
 
 

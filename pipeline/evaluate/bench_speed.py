@@ -32,7 +32,8 @@ CASES = [
     ("ETKF N=10, 64-step diffusion forecast", ["filter.method=etkf", "filter.particles=10", "filter.inflation=1.02",
                                                "sampler.exact=false"], None),
     ("optimal-proposal PF N=100 (guided, MMPS)", ["filter.method=pf-optimal", "filter.particles=100",
-                                                  "guidance=mmps", "filter.weights=inflated"], None),
+                                                  "guidance=mmps", "filter.weights=inflated", "filter.regularization=2.4",
+                                                  "filter.resample_threshold=0.3"], None),
 ]
 
 

@@ -100,6 +100,7 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         corrections=cfg.sampler.corrections, delta=cfg.sampler.delta, t_min=cfg.sampler.t_min,
         grid=cfg.sampler.grid, guidance=cfg.guidance.method,
         guidance_options=_guidance_options(cfg), micro_batch=micro, seed=cfg.run.seed,
+        exact=cfg.sampler.exact,
     )
     history = problem.history
     filt = make_filter(cfg, comm, propagator, shape, history)
@@ -216,6 +217,10 @@ def make_filter(cfg: Config, comm: Comm, propagator: Propagator, shape: tuple[in
         return ETKF(comm, propagator, shape, f.inflation, history)
     if method == "free":
         return FreeRun(comm, propagator, shape, history)
+    if method == "kde":
+        from .filters.kde import KDEFilter
+
+        return KDEFilter(comm, propagator, shape, f.kde_bandwidth_x, f.kde_bandwidth_y, history)
     raise DiffdaError(f"filter.method={method} is not implemented")
 
 
@@ -274,8 +279,8 @@ def _initial_ensemble(problem: Problem, cfg: Config, comm: Comm, n_total: int,
     n = shard_sizes(n_total, comm.size)[comm.rank]
     start = shard_start(n_total, comm.size, comm.rank)
     ids = torch.arange(start, start + n, dtype=torch.long)
-    noise = ParticleNoise(cfg.run.seed, 0, ids.tolist(), "init", device, dtype)
+    noise = ParticleNoise(cfg.run.seed, 0, ids, "init", device, dtype)
     x0 = problem.initial_state()  # [*S], or [K, *S] for a denoiser conditioned on K states
-    x = x0 + cfg.filter.init_std * noise.normal(list(range(n)), tuple(x0.shape)) if n else x0.new_zeros((0, *x0.shape))
+    x = x0 + cfg.filter.init_std * noise.normal(None, tuple(x0.shape)) if n else x0.new_zeros((0, *x0.shape))
     log_w = torch.full((n,), -float(np.log(n_total)), dtype=torch.float64)
     return Ensemble(ids, x, log_w)

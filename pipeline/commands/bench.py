@@ -65,6 +65,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="config override, e.g. --set guidance.cg_iterations=4")
     cy.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
     cy.set_defaults(func=cycle_bench)
+    sp = bsub.add_parser("speed", help="Lorenz-63 ETKF and PF cycles timed side by side with DAPPER")
+    sp.add_argument("--cycles", type=int, default=200)
+    sp.add_argument("--out", type=Path, default=Path("runs/bench-speed"))
+    sp.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
+    sp.set_defaults(func=speed_bench)
+    kd = bsub.add_parser("kde", help="the KDE filter against etkf, pf-bootstrap, pf-optimal on Lorenz-63 (dt_obs 0.1)")
+    kd.add_argument("--particles", default="10,20,50,100,250", help="comma-separated ensemble sizes")
+    kd.add_argument("--cycles", type=int, default=500)
+    kd.add_argument("--methods", default="kde,etkf,pf-bootstrap,pf-optimal")
+    kd.add_argument("--settings", default="x3,abs", help="x3 (x3 alone, identity) and/or abs (all through |x|)")
+    kd.add_argument("--out", type=Path, default=Path("runs/bench-kde"))
+    kd.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    kd.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
+    kd.set_defaults(func=kde_bench)
     sk = bsub.add_parser("skill", help="forecast skill of a neural checkpoint vs persistence and climatology")
     sk.add_argument("--checkpoint", type=Path, default=None, help="checkpoint directory (default: the shipped one)")
     sk.add_argument("--data", type=Path, required=True, help="the training store (its held-out tail is scored)")
@@ -174,6 +188,23 @@ def cycle_bench(args: argparse.Namespace) -> int:
                               args.dtypes.split(","), args.overrides, compile=args.compile,
                               cuda_graphs=args.cuda_graphs, log=_log)
     return _publish(args.report, "cycle", "Full assimilation cycle with the neural emulator", body)
+
+
+def speed_bench(args: argparse.Namespace) -> int:
+    from ..evaluate.bench_speed import run_speed
+
+    root = Path(__file__).resolve().parents[2]
+    body, _ = run_speed(args.out, args.cycles, root, log=_log)
+    return _publish(args.report, "speed", "Twin cycle speed against DAPPER (Lorenz-63)", body)
+
+
+def kde_bench(args: argparse.Namespace) -> int:
+    from ..evaluate.bench_kde import run_kde
+
+    apply_overrides({}, args.overrides)  # syntax check before any work
+    body, _ = run_kde(args.out, [int(n) for n in args.particles.split(",")], args.cycles, args.methods.split(","),
+                      args.settings.split(","), args.overrides, log=_log)
+    return _publish(args.report, "kde", "The closed-form KDE filter on Lorenz-63 every 0.1 time units", body)
 
 
 def skill_bench(args: argparse.Namespace) -> int:

@@ -65,12 +65,14 @@ def column_analysis(xc: Tensor, T: Tensor, inflation: float, rtps: float) -> Ten
     """``x^a_j(f, p) = xbar(f, p) + sum_i X_i(f, p) T_p[i, j]`` with RTPS: ``xc`` ``[N, F, P]`` float64."""
     xbar = xc.mean(0)
     A = xc - xbar
-    Xa = torch.einsum("ifp,pij->jfp", inflation * A, T)
-    if rtps > 0:
+    Xa = torch.einsum("ifp,pij->jfp", inflation * A, T)  # mean increment X wbar plus anomalies X W
+    if rtps > 0:  # the anomalies X W have mean zero (W 1 = 1 and X^T 1 = 0): split off the increment
         n = xc.shape[0]
+        inc = Xa.mean(0)
+        Xa = Xa - inc
         sf = torch.sqrt((A**2).sum(0) / (n - 1))
         sa = torch.sqrt((Xa**2).sum(0) / (n - 1))
-        Xa = Xa * (rtps * sf / torch.where(sa > 0, sa, torch.ones_like(sa)) + 1 - rtps)
+        Xa = inc + Xa * (rtps * sf / torch.where(sa > 0, sa, torch.ones_like(sa)) + 1 - rtps)
     return xbar + Xa
 
 

@@ -103,7 +103,7 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         exact=cfg.sampler.exact,
     )
     history = problem.history
-    filt = make_filter(cfg, comm, propagator, shape, history)
+    filt = make_filter(cfg, comm, propagator, shape, history, problem)
 
     ckpt_dir = out_dir / "checkpoint"
     fp = fingerprint(cfg)
@@ -196,7 +196,8 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
     return RunResult(metrics, out_dir, resumed_from, last_cycle=problem.n_cycles)
 
 
-def make_filter(cfg: Config, comm: Comm, propagator: Propagator, shape: tuple[int, ...], history: int) -> Filter:
+def make_filter(cfg: Config, comm: Comm, propagator: Propagator, shape: tuple[int, ...], history: int,
+                problem: Problem | None = None) -> Filter:
     """The configured filter (``filter.method``) as one of the classes of :mod:`pipeline.filters`."""
     from .filters.etkf import ETKF
     from .filters.free import FreeRun
@@ -221,6 +222,19 @@ def make_filter(cfg: Config, comm: Comm, propagator: Propagator, shape: tuple[in
         from .filters.kde import KDEFilter
 
         return KDEFilter(comm, propagator, shape, f.kde_bandwidth_x, f.kde_bandwidth_y, history)
+    if method in ("letkf", "pf-local"):
+        from .filters.localisation import geometry_of
+
+        geometry = geometry_of(problem)
+        if method == "letkf":
+            from .filters.letkf import LETKF
+
+            return LETKF(comm, propagator, shape, geometry, f.particles, f.localization_radius, f.inflation,
+                         f.rtps, history)
+        from .filters.pf_local import LocalPF
+
+        return LocalPF(comm, propagator, shape, geometry, f.particles, f.localization_radius, cfg.run.seed,
+                       band=band, history=history)
     raise DiffdaError(f"filter.method={method} is not implemented")
 
 

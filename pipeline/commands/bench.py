@@ -72,6 +72,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     sk.add_argument("--members", type=int, default=8)
     sk.add_argument("--times", type=int, default=16, help="forecast times of the ensemble scores")
     sk.add_argument("--steps", type=int, default=16, help="sampler steps of the ensemble members")
+    sk.add_argument("--leads", type=int, default=60, help="mean-rollout leads (6-hour steps)")
+    sk.add_argument("--sampled-days", type=int, default=30, help="length of the sampled rollouts (days)")
+    sk.add_argument("--rollout-starts", type=int, default=4)
+    sk.add_argument("--rollout-members", type=int, default=4)
+    sk.add_argument("--no-rollout", action="store_true", help="skip the rollout scores")
+    sk.add_argument("--quick", action="store_true", help="smoke-test counts (seconds; numbers are not skill)")
     sk.add_argument("--assimilate", type=Path, default=None, metavar="DATA",
                     help="also run the sphere assimilation on DATA (and a free run) and score its analysis")
     sk.add_argument("--out", type=Path, default=Path("runs/bench-skill"))
@@ -182,8 +188,11 @@ def skill_bench(args: argparse.Namespace) -> int:
     from ..evaluate.bench_skill import run_skill
 
     ckpt = _checkpoint(args.checkpoint)
+    rollout = None if args.no_rollout else dict(leads=args.leads, sampled_days=args.sampled_days,
+                                                  starts=args.rollout_starts, members=args.rollout_members,
+                                                  steps=args.steps)
     body, results = run_skill(ckpt, args.data, args.test, members=args.members, times=args.times, steps=args.steps,
-                              log=_log)
+                              log=_log, rollout=rollout, quick=args.quick)
     if args.assimilate is not None:
         from ..evaluate.bench_skill import run_assimilation_skill
 

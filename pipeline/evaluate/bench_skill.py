@@ -82,8 +82,9 @@ def rollout_section(den, z: "torch.Tensor", train_z: "torch.Tensor", layout, lea
     show = sorted({lead for lead in (1, 2, 4, 8, 12, 16, 20, 28, 40, 60, 80, 120) if lead <= leads} | {leads})
     rows = [[f"{lead} ({lead / 4:g} d)", f"{r['mean_rmse'][lead - 1]:.4f}", f"{r['persistence_rmse'][lead - 1]:.4f}",
              f"{1 - r['mean_rmse'][lead - 1] / r['persistence_rmse'][lead - 1]:+.1%}"] for lead in show]
-    beats = ("never stops within the " f"{leads} leads ({leads / 4:g} days)" if until is None
-             else f"{until} steps ({until / 4:g} days)" if until else "not even at 6 hours")
+    beats = (f"at every lead up to {leads} steps ({leads / 4:g} days)" if until is None
+             else f"up to {until} steps ({until / 4:g} days) and not from step {until + 1} on" if until
+             else "at no lead (not even 6 hours)")
     ratio_rows = [[str(lead), f"{out['rmse_ensemble_mean'][lead]:.4f}", f"{out['spread'][lead]:.4f}",
                    f"{out['spread_error_ratio'][lead]:.2f}"] for lead in RATIO_LEADS if lead <= n]
     stopped = "" if n == sampled else f" (stopped after {n} steps: non-finite states)"
@@ -91,7 +92,7 @@ def rollout_section(den, z: "torch.Tensor", train_z: "torch.Tensor", layout, lea
         f"Mean rollout ({r['starts']} starts; the t = 1 mean fed back), latitude-weighted RMSE in normalised "
         f"units against persistence of the start state:\n\n"
         + markdown_table(["lead (steps)", "mean rollout RMSE", "persistence RMSE", "skill vs persistence"], rows)
-        + f"\n\nThe mean rollout beats persistence until {beats}.\n\n"
+        + f"\n\nThe mean rollout beats persistence {beats}.\n\n"
         f"Sampled rollouts: {r['starts']} starts x {members} members, {sampled} steps ({sampled_days} days){stopped}, "
         f"each step drawn by the filter's sampler ({steps} probability-flow steps). Outside the training "
         f"climatology's [min, max] (per channel): {out['outside_last']:.2%} of values at the last lead, "

@@ -77,6 +77,8 @@ def simulate_emulator(params: dict[str, Any]) -> tuple[dict[str, np.ndarray], di
     out = {name: np.empty((n, len(params["levels"]), 32, 64), dtype=np.float32) for name in VARIABLES}
     for c, (v, lv) in enumerate(chans):
         out[v][:, level_index[lv]] = phys[:, c]
+    for v in VARIABLES:  # the real model's states as they were, not round-tripped through float32 z
+        out[v][:k_hist] = start[v]
     z_all = torch.stack(states)
     attrs = {**attrs, "truth": "emulator", "emulator_checkpoint": str(ckpt), "emulator_history": k_hist,
              "emulator_sampler_steps": params["sampler_steps"],

@@ -119,6 +119,8 @@ class RunConfig(Section):
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     checkpoint_every: int = Field(1, ge=1, description="checkpoint every N cycles")
     members: bool = False
+    free_baseline: bool = Field(False, description="also run the same ensemble without observations (same "
+                                "seeds) and report its error beside the analysis (rmse_free, maps.png)")
 
 
 class Config(Section):

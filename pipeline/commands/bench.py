@@ -86,6 +86,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     sk.add_argument("--members", type=int, default=8)
     sk.add_argument("--times", type=int, default=16, help="forecast times of the ensemble scores")
     sk.add_argument("--steps", type=int, default=16, help="sampler steps of the ensemble members")
+    sk.add_argument("--leads", type=int, default=60, help="mean-rollout leads (6-hour steps)")
+    sk.add_argument("--sampled-days", type=int, default=30, help="length of the sampled rollouts (days)")
+    sk.add_argument("--rollout-starts", type=int, default=4)
+    sk.add_argument("--rollout-members", type=int, default=4)
+    sk.add_argument("--no-rollout", action="store_true", help="skip the rollout scores")
+    sk.add_argument("--quick", action="store_true", help="smoke-test counts (seconds; numbers are not skill)")
     sk.add_argument("--assimilate", type=Path, default=None, metavar="DATA",
                     help="also run the sphere assimilation on DATA (and a free run) and score its analysis")
     sk.add_argument("--out", type=Path, default=Path("runs/bench-skill"))
@@ -93,6 +99,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="config override of the assimilation, e.g. --set filter.particles=16")
     sk.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
     sk.set_defaults(func=skill_bench)
+    gp = bsub.add_parser("gpu", help="the prepared GPU check: N=256 cycle, fp32/bf16, compile, CUDA graphs, NCCL")
+    gp.add_argument("--device", default="cuda", help="cuda (default; refused without one) or cpu (with --quick)")
+    gp.add_argument("--quick", action="store_true", help="toy sizes: a smoke run of the code paths")
+    gp.add_argument("--data", type=Path, default=Path("data/sphere"), help="sphere data (made if absent)")
+    gp.add_argument("--checkpoint", type=Path, default=None, help="checkpoint directory (default: the shipped one)")
+    gp.add_argument("--out", type=Path, default=Path("runs/bench-gpu"))
+    gp.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
+    gp.set_defaults(func=gpu_bench)
 
 
 def _command() -> str:
@@ -213,8 +227,11 @@ def skill_bench(args: argparse.Namespace) -> int:
     from ..evaluate.bench_skill import run_skill
 
     ckpt = _checkpoint(args.checkpoint)
+    rollout = None if args.no_rollout else dict(leads=args.leads, sampled_days=args.sampled_days,
+                                                  starts=args.rollout_starts, members=args.rollout_members,
+                                                  steps=args.steps)
     body, results = run_skill(ckpt, args.data, args.test, members=args.members, times=args.times, steps=args.steps,
-                              log=_log)
+                              log=_log, rollout=rollout, quick=args.quick)
     if args.assimilate is not None:
         from ..evaluate.bench_skill import run_assimilation_skill
 
@@ -227,3 +244,14 @@ def skill_bench(args: argparse.Namespace) -> int:
     _publish(args.report, "skill", "Forecast skill of the neural emulator (sphere)", body)
     print(json.dumps({k: v for k, v in results.items() if k != "ensemble"}, indent=1)[:2000], file=sys.stderr)
     return 0
+
+
+def gpu_bench(args: argparse.Namespace) -> int:
+    from ..evaluate.bench_gpu import check_device, run_gpu_bench
+
+    check_device(args.device, args.quick)  # refuse before making data
+    ckpt = _checkpoint(args.checkpoint)
+    _sphere_data(args.data)
+    body, _ = run_gpu_bench(args.data, args.out, ckpt, device=args.device, quick=args.quick, log=_log)
+    name, title = ("gpu-quick", "GPU check (CPU smoke run)") if args.quick else ("gpu", "GPU check")
+    return _publish(args.report, name, title, body)

@@ -165,11 +165,16 @@ def print_summary(cfg: Config, metrics: dict, out_dir: Path, resumed_from: int) 
     ]
     if resumed_from:
         rows.append(("resumed after cycle", str(resumed_from)))
-    for key in ("rmse_analysis", "rmse_forecast", "spread_analysis", "crps_analysis", "ess_mean", "ess_min",
+    ra, rf = metrics.get("rmse_analysis"), metrics.get("rmse_free")
+    if isinstance(ra, float) and isinstance(rf, float):
+        rows.append(("analysis / free-run RMSE", f"{ra:.4g} / {rf:.4g} (ratio {ra / rf:.3g}: "
+                     f"{'the observations help' if ra < rf else 'no better than no observations'})"))
+    for key in ("rmse_analysis", "rmse_free", "rmse_forecast", "spread_analysis", "crps_analysis", "ess_mean", "ess_min",
                 "alpha_mean", "resample_count", "wall_seconds", "denoiser_seconds", "denoiser_calls"):
         v = metrics.get(key)
         rows.append((key, f"{v:.4g}" if isinstance(v, float) else str(v)))
     rows.append(("analysis", str(out_dir / "analysis.zarr")))
-    rows.append(("metrics / plot", f"{out_dir / 'metrics.json'}, {out_dir / 'cycles.png'}"))
+    plots = [out_dir / "cycles.png"] + ([out_dir / "maps.png"] if (out_dir / "maps.png").exists() else [])
+    rows.append(("metrics / plot", f"{out_dir / 'metrics.json'}, {', '.join(map(str, plots))}"))
     width = max(len(r[0]) for r in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from . import __version__, checkpoint
+from . import __version__
+from . import particle_checkpoint as checkpoint
 from .config import Config
 from .distributed.comm import Comm, LocalComm, TimedComm, shard_sizes, shard_start
 from .errors import DiffdaError
@@ -77,7 +78,8 @@ def auto_micro_batch(state_numel: int, n_local: int) -> int:
 
 def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = None,
                progress: ProgressFn | None = None, fresh: bool = False,
-               stop_after: int | None = None, should_stop: Callable[[], bool] | None = None) -> RunResult:
+               stop_after: int | None = None, should_stop: Callable[[], bool] | None = None,
+               log: Callable[[str], None] | None = None) -> RunResult:
     """Run (or resume) the assimilation; every rank calls this. Returns the metrics (all ranks).
 
     ``should_stop`` (polled on every rank after each cycle's checkpoint; the flags are reduced over
@@ -130,7 +132,11 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
                                      attrs, DIAGNOSTICS, resume=meta is not None)
     comm.barrier()
     if meta is not None:
-        ens, done = checkpoint.load(ckpt_dir, comm, n_total, device, dtype)
+        skipped: list[str] = []
+        ens, done = checkpoint.load(ckpt_dir, comm, n_total, device, dtype, skipped)
+        if skipped and log is not None and comm.rank == 0:
+            for why in skipped:
+                log(f"skipped checkpoint {why}; resuming after cycle {done}")
     elif cfg.run.init is not None:  # a chained window: the previous run's final particles
         init = Path(cfg.run.init) / "checkpoint"
         if checkpoint.latest(init) is None:

@@ -112,7 +112,8 @@ def body(ctx, cfg: Config, data_dir: Path, out_dir: Path, fresh: bool = False, q
         print(f"made {cfg.data.preset} inputs in {data_dir}", file=sys.stderr)
     comm.barrier()
     progress = None if quiet or not lead else make_progress()
-    result = assimilate(cfg, data_dir, out_dir, comm, progress=progress, fresh=fresh, should_stop=should_stop)
+    result = assimilate(cfg, data_dir, out_dir, comm, progress=progress, fresh=fresh, should_stop=should_stop,
+                        log=lambda line: print(line, file=sys.stderr, flush=True))
     if result_box is not None:
         result_box.append(result)
     if result.stopped:

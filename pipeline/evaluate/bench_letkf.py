@@ -31,12 +31,12 @@ INFLATION = {7: 1.04, 10: 1.02, 20: 1.02, 40: 1.01}
 
 
 def dapper(spec: dict) -> dict:
-    """Run :mod:`.dapper_twin` in DAPPER's venv (made by env/dapper-venv.sh when absent)."""
+    """Run :mod:`.dapper_l96` in DAPPER's venv (made by env/dapper-venv.sh when absent)."""
     python = ROOT / ".dapper-venv" / "bin" / "python"
     if not python.exists():
         subprocess.run(["bash", str(ROOT / "env" / "dapper-venv.sh")], check=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run([str(python), str(Path(__file__).with_name("dapper_twin.py")), json.dumps(spec)],
+    proc = subprocess.run([str(python), str(Path(__file__).with_name("dapper_l96.py")), json.dumps(spec)],
                           capture_output=True, text=True, env=env, check=True, cwd=ROOT)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

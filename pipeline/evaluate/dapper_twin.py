@@ -1,60 +1,44 @@
-"""DAPPER reference runs for the twin benchmarks; run with DAPPER's own venv (env/dapper-venv.sh):
+"""Run DAPPER's filters on Lorenz-63 (``sakov2012``) and print their time per cycle and RMSE as JSON.
 
-    .dapper-venv/bin/python pipeline/evaluate/dapper_twin.py '{"cycles": 500, "burnin": 100, "cases": [...]}'
-
-Imports nothing of diffda. Lorenz-96 ``sakov2008`` (F = 8, 40 variables, obs every 0.05, R = I), with
-optional model noise ``q`` per cycle (DAPPER scales ``Dyn.noise`` by ``dt``: ``C = q / dt``) and
-observation operator ``identity`` or ``abs``. A case is ``{"method": "LETKF"|"EnKF"|"PartFilt",
-"N": 10, ...DAPPER keyword arguments}``. Prints one JSON line: per case RMSE and spread of the
-analysis (DAPPER's ``err.rms.a``, ``spread.a``, after the burn-in) and seconds per cycle.
+Executed by DAPPER's own interpreter (``.dapper-venv/bin/python``, made by ``env/dapper-venv.sh``),
+never imported by diffda: ``python dapper_twin.py CYCLES STEPS CASE...`` with ``CASE`` one of
+``enkf-sqrt:N:INFL`` and ``partfilt:N:REG:NER``. ``STEPS`` are RK4 steps of 0.01 per cycle
+(DAPPER's ``dko``). Time per cycle = ``assimilate`` wall time / observation cycles.
 """
-
-from __future__ import annotations
 
 import json
 import sys
 import time
 
-import numpy as np
+import dapper as dpr
+import dapper.da_methods as da
+from dapper.mods.Lorenz63.sakov2012 import HMM
 
 
-def hmm(cycles: int, burnin: int, q: float, operator: str):
-    import dapper.mods as modelling
-    from dapper.mods.Lorenz96 import step, x0
-    from dapper.tools.localization import nd_Id_localization
-
-    nx, dt = 40, 0.05
-    tseq = modelling.Chronology(dt, dko=1, Ko=cycles, BurnIn=burnin * dt)
-    dyn = {"M": nx, "model": step, "noise": q / dt}
-    obs = modelling.partial_Id_Obs(nx, np.arange(nx))
-    if operator == "abs":
-        obs["model"] = lambda x, t=None: np.abs(x)
-        obs["linear"] = lambda x, t=None: np.diag(np.sign(x))
-    obs["noise"] = 1
-    obs["localizer"] = nd_Id_localization((nx,), (2,))
-    return modelling.HiddenMarkovModel(dyn, obs, tseq, modelling.GaussRV(mu=x0(nx), C=0.001))
+def method(case: str):
+    kind, *args = case.split(":")
+    if kind == "enkf-sqrt":
+        return da.EnKF("Sqrt", N=int(args[0]), infl=float(args[1]))
+    if kind == "partfilt":
+        return da.PartFilt(N=int(args[0]), reg=float(args[1]), NER=float(args[2]))
+    raise SystemExit(f"unknown case {case!r}")
 
 
-def main(spec: dict) -> dict:
-    import dapper as dpr
-    import dapper.da_methods as da
-
-    model = hmm(spec["cycles"], spec["burnin"], spec.get("q", 0.0), spec.get("operator", "identity"))
-    dpr.set_seed(spec.get("seed", 3000))
-    xx, yy = model.simulate()
+def main() -> None:
+    cycles, steps, cases = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+    HMM.tseq = dpr.tools.chronos.Chronology(dt=0.01, dko=steps, Ko=cycles - 1, BurnIn=0.01 * steps)
+    xx, yy = HMM.simulate()
     out = []
-    for case in spec["cases"]:
-        kw = dict(case)
-        method = getattr(da, kw.pop("method"))
-        xp = method(**kw)
+    for case in cases:
+        xp = method(case)
         start = time.perf_counter()
-        xp.assimilate(model, xx, yy)
+        xp.assimilate(HMM, xx, yy, liveplots=False)
         seconds = time.perf_counter() - start
         xp.stats.average_in_time()
-        out.append({**case, "rmse": float(xp.avrgs.err.rms.a.val), "spread": float(xp.avrgs.spread.rms.a.val),
-                    "seconds_per_cycle": seconds / spec["cycles"]})
-    return {"dapper": dpr.__version__, "cases": out}
+        out.append({"case": case, "method": str(xp), "ms_per_cycle": 1e3 * seconds / cycles,
+                    "rmse_analysis": float(xp.avrgs.err.rms.a.val)})
+    print(json.dumps({"dapper": dpr.__version__, "results": out}))
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(json.loads(sys.argv[1]))))
+    main()

@@ -23,6 +23,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="common config override for every case, e.g. --set run.cycles=100")
     f.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
     f.set_defaults(func=filters)
+    lk = bsub.add_parser("letkf", help="LETKF beside DAPPER's on Lorenz-96 sakov2008 (q = 0)")
+    lk.add_argument("--particles", default="7,10,20,40", help="comma-separated ensemble sizes")
+    lk.add_argument("--cycles", type=int, default=500)
+    lk.add_argument("--spinup", type=int, default=100)
+    lk.add_argument("--loc-rad", type=float, default=4.0, help="DAPPER's loc_rad (diffda's radius is 1.82 x it)")
+    lk.add_argument("--data", type=Path, default=Path("data/lorenz96-q0"))
+    lk.add_argument("--out", type=Path, default=Path("runs/bench-letkf"))
+    lk.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
+    lk.set_defaults(func=letkf_bench)
     sc = bsub.add_parser("scaling", help="the same run under mpiexec -n P for several P")
     sc.add_argument("--ranks", default="1,2", help="comma-separated rank counts (default 1,2)")
     sc.add_argument("--data", type=Path, default=Path("data/lorenz96"))
@@ -142,6 +151,14 @@ def filters(args: argparse.Namespace) -> int:
     body, _ = run_filters(data, args.out, args.preset, [int(n) for n in args.particles.split(",")],
                           args.overrides, log=_log)
     return _publish(args.report, f"filters-{args.preset}", f"Filters on the {args.preset} twin", body)
+
+
+def letkf_bench(args: argparse.Namespace) -> int:
+    from ..evaluate.bench_letkf import run_letkf
+
+    body, _ = run_letkf(args.data, args.out, [int(n) for n in args.particles.split(",")], args.cycles, args.spinup,
+                        args.loc_rad, log=_log)
+    return _publish(args.report, "letkf-dapper", "LETKF beside DAPPER (Lorenz-96 sakov2008)", body)
 
 
 def scaling(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ resumes from its own checkpoint):
 
 Submission: :mod:`jobs.profiles` (site profiles, validated), :mod:`jobs.submission` (checks and
 executors), :mod:`jobs.campaign` (windows, manifest, status, resume), :mod:`jobs.slurmctl`
-(job states without accounting). The ``diffda submit``, ``campaign`` and ``status`` commands are
-thin wrappers (``pipeline/commands``).
+(job states without accounting). The ``diffda submit``, ``campaign``, ``status``, ``run-window`` and
+``prepare --profile`` commands live in :mod:`jobs.commands` and join the one ``diffda`` command
+through :mod:`jobs.cli` (the installed entry point); ``pipeline`` never imports ``jobs``.
 """

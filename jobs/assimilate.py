@@ -1,8 +1,7 @@
 r"""The assimilation job: exactly what ``diffda run`` does, on every task of a SLURM job.
 
 ``Assimilate(config, overrides, data, out)`` is what ``diffda submit`` and ``diffda campaign``
-pickle; it calls :func:`pipeline.commands.run.body` (the ``diffda run`` code path) under
-:func:`pipeline.distributed.failure.run_ranked`, with a stop flag that ends the run after a
+pickle; it calls :func:`pipeline.commands.run.execute` (the one entry of a run, as ``diffda run`` does), with a stop flag that ends the run after a
 checkpointed cycle on ``USR2``/``SIGTERM`` (see :mod:`jobs.common`). A requeued or resubmitted job
 resumes after the last complete cycle. Returns (task 0) a small summary dict.
 
@@ -17,7 +16,6 @@ From Python::
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -37,25 +35,21 @@ class Assimilate(DiffdaJob):
         self.preset = preset
         self.quiet = quiet
 
-    def args(self) -> argparse.Namespace:
-        """The ``diffda run`` arguments this job stands for."""
-        return argparse.Namespace(
-            config=None if self.config is None else Path(self.config), preset=self.preset,
-            data=None if self.data is None else Path(self.data), out=None if self.out is None else Path(self.out),
-            overrides=list(self.overrides), fresh=self.fresh, quiet=self.quiet)
+    def resolve(self) -> tuple[Any, Path, Path]:
+        """(validated config, data directory, output directory) of this run."""
+        from pipeline.commands.run import resolve_inputs
+
+        return resolve_inputs(
+            None if self.config is None else Path(self.config), self.overrides,
+            None if self.data is None else Path(self.data), None if self.out is None else Path(self.out), self.preset)
 
     def work(self, should_stop: Any) -> dict:
-        from pipeline.commands.run import body, resolve
-        from pipeline.distributed.failure import run_ranked
+        from pipeline.commands.run import execute
 
-        args = self.args()
-        cfg, data_dir, out_dir = resolve(args)
-        box: list = []
+        cfg, data_dir, out_dir = self.resolve()
         start = time.time()
         _progress_note(out_dir, "running", start)
-        rc = run_ranked(lambda ctx: body(ctx, args, cfg, data_dir, out_dir, should_stop=should_stop, result_box=box),
-                        device=cfg.run.device, backend=cfg.run.backend)
-        result = box[0] if box else None
+        rc, result = execute(cfg, data_dir, out_dir, fresh=self.fresh, quiet=self.quiet, should_stop=should_stop)
         if result is not None and result.stopped:
             raise JobStopped
         if rc != 0:

@@ -97,10 +97,7 @@ class Window:
         return f"w{self.index:03d}"
 
     def overrides(self) -> list[str]:
-        o = [f"run.start={self.run_start}", f"run.cycles={self.cycles}", f"filter.spinup={self.spinup}"]
-        if self.init is not None:
-            o.append(f"run.init={self.init}")
-        return o
+        return window_overrides(self.__dict__)
 
 
 def plan_windows(times: np.ndarray, start: str, end: str, length: str, mode: str, spinup: str | None,
@@ -158,7 +155,16 @@ def window_job(manifest: dict, w: dict) -> Assimilate:
 
 
 def window_overrides(w: dict) -> list[str]:
-    return Window(**{k: w[k] for k in Window.__dataclass_fields__}).overrides()
+    """The one window -> config mapping (a manifest's window, or ``Window.__dict__``): its ``--set``s.
+
+    ``run.start`` (data cycles skipped), ``run.cycles``, ``filter.spinup`` and, for a chained
+    window, ``run.init`` (the previous window's output directory). Used by the submitit jobs and
+    by ``diffda run-window`` (``slurm/campaign-window.sbatch``).
+    """
+    o = [f"run.start={w['run_start']}", f"run.cycles={w['cycles']}", f"filter.spinup={w['spinup']}"]
+    if w.get("init") is not None:
+        o.append(f"run.init={w['init']}")
+    return o
 
 
 def create(config: Path | None, overrides: list[str], data: Path | None, root: Path, profile_name: str,

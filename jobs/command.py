@@ -19,7 +19,7 @@ class CommandJob(Checkpointable):
         self.argv = [str(a) for a in argv]
 
     def __call__(self) -> Any:
-        from pipeline.cli import main
+        from .cli import main
 
         from .common import _announce, export_rank_environment
 

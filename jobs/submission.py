@@ -56,26 +56,37 @@ class RunSpec:
 
 
 def data_cycles(cfg: Config, data_dir: Path) -> tuple[int | None, int]:
-    """(cycles in the data or None, state size) without loading it (Zarr metadata only)."""
+    """(cycles in the data or None, state size) without loading it (Zarr metadata only).
+
+    Without data yet, both come from the preset's own defaults (``data.params`` over
+    :data:`pipeline.data.twins.DEFAULTS` or :data:`pipeline.data.sphere.DEFAULTS`): the sphere state
+    is variables x pressure levels x 32 x 64 (its sigma ``layers`` are the model's, not the state's).
+    """
     obs = data_dir / "observations.zarr"
-    numel = 40
     if obs.exists():
         try:
             import xarray as xr
 
             ds = xr.open_zarr(obs)
-            numel = int(math.prod(s for d, s in ds.sizes.items() if d != "time")) or numel
+            numel = int(math.prod(s for d, s in ds.sizes.items() if d != "time")) or 40
             return int(ds.sizes["time"]), numel
         except Exception:  # noqa: BLE001  (the job itself will report a bad store)
-            return None, numel
-    params = cfg.data.params
-    numel = int(params.get("dim", 3 if cfg.data.preset == "lorenz63" else 40))
-    if cfg.data.preset == "sphere":
-        numel = 64 * 32 * 8
-    cycles = params.get("cycles")
-    if cycles is None:
-        cycles = {"linear": 100, "lorenz96": 200, "lorenz63": 200}.get(cfg.data.preset)
-    return (int(cycles) if cycles is not None else None), numel
+            return None, 40
+    params = dict(cfg.data.params)
+    try:
+        if cfg.data.preset in ("linear", "lorenz96", "lorenz63"):
+            from pipeline.data.twins import twin_params
+
+            p = twin_params(cfg.data.preset, params)
+            return int(p["cycles"]), int(p["dim"])
+        if cfg.data.preset == "sphere":
+            from pipeline.data import sphere
+
+            p = sphere.sphere_params(params)
+            return int(p["days"]) * 24 // sphere.CYCLE_HOURS, len(sphere.VARIABLES) * len(p["levels"]) * 32 * 64
+    except DiffdaError:
+        pass  # the job reports bad make-data keys itself
+    return None, 40
 
 
 def estimate_cycle_seconds(cfg: Config, ranks: int, numel: int, out_dir: Path) -> tuple[float, str]:
@@ -98,13 +109,10 @@ def estimate_cycle_seconds(cfg: Config, ranks: int, numel: int, out_dir: Path) -
 def resolve_run(config: Path | None, overrides: list[str], data: Path | None, out: Path | None,
                 preset: str | None = None) -> RunSpec:
     """Validate the config as ``diffda run`` does; absolute data and output directories."""
-    import argparse
-
-    from pipeline.commands.run import resolve
+    from pipeline.commands.run import resolve_inputs
 
     overrides = ([f"data.preset={preset}"] if preset else []) + list(overrides)  # the job gets them all
-    args = argparse.Namespace(config=config, preset=None, data=data, out=out, overrides=overrides)
-    cfg, data_dir, out_dir = resolve(args)
+    cfg, data_dir, out_dir = resolve_inputs(config, overrides, data, out)
     return RunSpec(None if config is None else Path(config).resolve(), overrides, cfg,
                    Path(data_dir).resolve(), Path(out_dir).resolve())
 
@@ -287,11 +295,6 @@ def _quote(v: str) -> str:
     import shlex
 
     return shlex.quote(str(v))
-
-
-def log_paths(job: Any) -> tuple[Path, Path]:
-    """(stdout, stderr) of task 0 of a submitit job."""
-    return Path(job.paths.stdout), Path(job.paths.stderr)
 
 
 def read_result(path: Path) -> tuple[str, Any] | None:

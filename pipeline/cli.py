@@ -1,7 +1,9 @@
 r"""The ``diffda`` command. Library code raises; only this module (and the command modules) print.
 
 Each sub-command lives in its own module with ``register(subparsers)``; the module list below is
-the whole command surface. A ``ConfigError``/``InputError`` becomes a one-paragraph message and exit
+the science's command surface. The installed ``diffda`` command is :func:`jobs.cli.main`, which
+adds the SLURM commands (submit, campaign, status, prepare --profile) from ``jobs/``; this module
+knows nothing of them. A ``ConfigError``/``InputError`` becomes a one-paragraph message and exit
 status 2, before any work.
 """
 
@@ -20,27 +22,24 @@ COMMAND_MODULES = [
     "pipeline.commands.bench",
     "pipeline.commands.train",
     "pipeline.commands.prepare",
-    "pipeline.commands.submit",
-    "pipeline.commands.campaign",
-    "pipeline.commands.status",
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diffda",
         description="Particle-filter data assimilation with diffusion emulators.",
     )
     parser.add_argument("--version", action="version", version=f"diffda {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules or COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, modules: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    parser = build_parser(modules)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -54,6 +54,8 @@ class SamplerConfig(Section):
     delta: float = Field(0.1, gt=0.0, description="Langevin step size as a fraction of sigma_t^2")
     t_min: float = Field(1e-3, gt=0.0, lt=1.0, description="last diffusion time of the grid")
     grid: Literal["uniform", "log-snr"] = "uniform"
+    exact: bool = Field(True, description="unguided propagation in one exact draw when the denoiser "
+                        "can draw its transition (the twins' Gaussian denoiser); false = reverse diffusion")
 
 
 class GuidanceConfig(Section):
@@ -74,8 +76,9 @@ class ModelConfig(Section):
 
 
 class FilterConfig(Section):
-    method: Literal["pf-optimal", "pf-bootstrap", "etkf", "free"] = Field(
-        "pf-optimal", description="pf-optimal | pf-bootstrap | etkf | free (no observations: the baseline)")
+    method: Literal["pf-optimal", "pf-bootstrap", "etkf", "letkf", "pf-local", "free", "kde"] = Field(
+        "pf-optimal", description="pf-optimal | pf-bootstrap | etkf | letkf | pf-local | free (no observations: the baseline) | "
+        "kde (closed-form conditional diffusion filter, Binder & Oberai)")
     particles: int = Field(64, ge=1)
     weights: Literal["seed", "inflated"] = "inflated"
     tempering: Literal["none", "adaptive"] = Field(
@@ -84,6 +87,12 @@ class FilterConfig(Section):
     resample_threshold: float = Field(0.5, ge=0.0, le=1.0, description="resample when ESS/N falls below")
     regularization: float = Field(0.0, ge=0.0, description="jitter scale 'reg' (DAPPER); 0 = off")
     inflation: float = Field(1.0, ge=1.0, description="ETKF multiplicative inflation")
+    kde_bandwidth_x: float = Field(1.0, gt=0.0, description="kde: state bandwidth factor on Scott's rule")
+    kde_bandwidth_y: float = Field(1.0, gt=0.0, description="kde: measurement bandwidth factor on Scott's rule")
+    localization_radius: float | None = Field(
+        None, gt=0.0, description="letkf, pf-local: Gaspari-Cohn half-width c (zero beyond 2c): ring index "
+        "distance on twins, great-circle km on grids (DAPPER's loc_rad = c / 1.82); None = infinite")
+    rtps: float = Field(0.0, ge=0.0, le=1.0, description="letkf: relaxation to prior spread (Whitaker & Hamill 2012)")
     spinup: int = Field(0, ge=0, description="cycles left out of the summary metrics")
     init_std: float = Field(1.0, ge=0.0, description="initial ensemble: truth at cycle 0 plus N(0, init_std^2)")
 
@@ -110,6 +119,8 @@ class RunConfig(Section):
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     checkpoint_every: int = Field(1, ge=1, description="checkpoint every N cycles")
     members: bool = False
+    free_baseline: bool = Field(False, description="also run the same ensemble without observations (same "
+                                "seeds) and report its error beside the analysis (rmse_free, maps.png)")
 
 
 class Config(Section):

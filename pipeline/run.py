@@ -12,25 +12,26 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
 
-from . import __version__, checkpoint
+from . import __version__
+from . import particle_checkpoint as checkpoint
 from .config import Config
 from .distributed.comm import Comm, LocalComm, TimedComm, shard_sizes, shard_start
 from .errors import DiffdaError
 from .evaluate.scores import crps, rmse, spread
 from .filters.base import Filter
 from .filters.ensemble import Ensemble, current, gather_ensemble, weighted_moments
-from .filters.propagate import Propagator
+from .filters.propagate import Propagator, Timer
 from .problems import Problem, load_twin
 from .rng import ParticleNoise
 
-DIAGNOSTICS = ["rmse_analysis", "rmse_forecast", "spread_analysis", "crps_analysis", "ess", "alpha", "resampled",
+DIAGNOSTICS = ["rmse_analysis", "rmse_forecast", "rmse_free", "spread_analysis", "crps_analysis", "ess", "alpha", "resampled",
                "cycle_seconds", "denoiser_seconds", "denoiser_calls", "comm_seconds", "resample_seconds",
                "moved", "moved_lower_bound"]
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -77,7 +78,8 @@ def auto_micro_batch(state_numel: int, n_local: int) -> int:
 
 def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = None,
                progress: ProgressFn | None = None, fresh: bool = False,
-               stop_after: int | None = None, should_stop: Callable[[], bool] | None = None) -> RunResult:
+               stop_after: int | None = None, should_stop: Callable[[], bool] | None = None,
+               log: Callable[[str], None] | None = None) -> RunResult:
     """Run (or resume) the assimilation; every rank calls this. Returns the metrics (all ranks).
 
     ``should_stop`` (polled on every rank after each cycle's checkpoint; the flags are reduced over
@@ -100,9 +102,17 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         corrections=cfg.sampler.corrections, delta=cfg.sampler.delta, t_min=cfg.sampler.t_min,
         grid=cfg.sampler.grid, guidance=cfg.guidance.method,
         guidance_options=_guidance_options(cfg), micro_batch=micro, seed=cfg.run.seed,
+        exact=cfg.sampler.exact,
     )
     history = problem.history
-    filt = make_filter(cfg, comm, propagator, shape, history)
+    filt = make_filter(cfg, comm, propagator, shape, history, problem)
+    # run.free_baseline: the same ensemble, same seeds, propagated without observations, timed apart
+    baseline = None
+    if cfg.run.free_baseline and cfg.filter.method != "free":
+        from .filters.free import FreeRun
+
+        baseline = FreeRun(comm, replace(propagator, timer=Timer()), shape, history)
+    free_dir = out_dir / "checkpoint-free"
 
     ckpt_dir = out_dir / "checkpoint"
     fp = fingerprint(cfg)
@@ -122,7 +132,11 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
                                      attrs, DIAGNOSTICS, resume=meta is not None)
     comm.barrier()
     if meta is not None:
-        ens, done = checkpoint.load(ckpt_dir, comm, n_total, device, dtype)
+        skipped: list[str] = []
+        ens, done = checkpoint.load(ckpt_dir, comm, n_total, device, dtype, skipped)
+        if skipped and log is not None and comm.rank == 0:
+            for why in skipped:
+                log(f"skipped checkpoint {why}; resuming after cycle {done}")
     elif cfg.run.init is not None:  # a chained window: the previous run's final particles
         init = Path(cfg.run.init) / "checkpoint"
         if checkpoint.latest(init) is None:
@@ -131,6 +145,15 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         done = 0
     else:
         ens, done = _initial_ensemble(problem, cfg, comm, n_total, device, dtype), 0
+    free_ens = None
+    if baseline is not None:
+        if meta is not None and checkpoint.latest(free_dir) is not None:
+            free_ens, _ = checkpoint.load(free_dir, comm, n_total, device, dtype)
+        elif meta is None and cfg.run.init is not None and checkpoint.latest(Path(cfg.run.init) / "checkpoint-free"):
+            free_ens, _ = checkpoint.load(Path(cfg.run.init) / "checkpoint-free", comm, n_total, device, dtype)
+        elif meta is None:
+            free_ens = Ensemble(ens.ids.clone(), ens.x.clone(), ens.log_w.clone())
+    last_maps = None
 
     resumed_from = done
     for k in range(done + 1, problem.n_cycles + 1):
@@ -163,7 +186,16 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
             "resample_seconds": d.resample_seconds,
             "moved": float(d.moved),
             "moved_lower_bound": float(d.moved_lower_bound),
+            "rmse_free": np.nan,
         }
+        mean_free = None
+        if free_ens is not None:
+            free = baseline.cycle(free_ens, g, obs)
+            free_ens = free.next
+            mean_free, _ = weighted_moments(comm, current(free.analysis.x, history), free.analysis.log_w)
+            diag["rmse_free"] = rmse(mean_free, truth) if truth is not None else np.nan
+        if k == problem.n_cycles and truth is not None and hasattr(problem, "layout"):
+            last_maps = (mean, truth, mean_free, obs)
         if store is not None:
             fields = problem.fields(mean, torch.sqrt(var), all_x if members else None)
             fields.update({name: np.array(value, dtype="float64") for name, value in diag.items()})
@@ -171,6 +203,8 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
             store.write_cycle(k - 1, fields, dims)
         saved = k % cfg.run.checkpoint_every == 0 or k == problem.n_cycles
         if saved:
+            if free_ens is not None:
+                checkpoint.save(free_dir, comm, free_ens, k, fp)
             checkpoint.save(ckpt_dir, comm, ens, k, fp)
         if progress is not None:
             progress(k, problem.n_cycles, diag)
@@ -178,6 +212,8 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
             return RunResult({}, out_dir, resumed_from, last_cycle=k)
         if should_stop is not None and k < problem.n_cycles and _any_rank(comm, should_stop()):
             if not saved:
+                if free_ens is not None:
+                    checkpoint.save(free_dir, comm, free_ens, k, fp)
                 checkpoint.save(ckpt_dir, comm, ens, k, fp)
             return RunResult({}, out_dir, resumed_from, stopped=True, last_cycle=k)
 
@@ -191,11 +227,15 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         ds = xr.open_zarr(out_dir / "analysis.zarr")
         plot_cycles(out_dir / "cycles.png", {k: ds[k].values for k in DIAGNOSTICS}, n_total,
                     f"{cfg.data.preset}: {cfg.filter.method}, N={n_total}")
+        if last_maps is not None:
+            _write_maps(out_dir / "maps.png", problem, *last_maps,
+                        f"{cfg.data.preset}: {cfg.filter.method}, N={n_total}, cycle {problem.n_cycles}")
     comm.barrier()
     return RunResult(metrics, out_dir, resumed_from, last_cycle=problem.n_cycles)
 
 
-def make_filter(cfg: Config, comm: Comm, propagator: Propagator, shape: tuple[int, ...], history: int) -> Filter:
+def make_filter(cfg: Config, comm: Comm, propagator: Propagator, shape: tuple[int, ...], history: int,
+                problem: Problem | None = None) -> Filter:
     """The configured filter (``filter.method``) as one of the classes of :mod:`pipeline.filters`."""
     from .filters.etkf import ETKF
     from .filters.free import FreeRun
@@ -216,6 +256,23 @@ def make_filter(cfg: Config, comm: Comm, propagator: Propagator, shape: tuple[in
         return ETKF(comm, propagator, shape, f.inflation, history)
     if method == "free":
         return FreeRun(comm, propagator, shape, history)
+    if method == "kde":
+        from .filters.kde import KDEFilter
+
+        return KDEFilter(comm, propagator, shape, f.kde_bandwidth_x, f.kde_bandwidth_y, history)
+    if method in ("letkf", "pf-local"):
+        from .filters.localisation import geometry_of
+
+        geometry = geometry_of(problem)
+        if method == "letkf":
+            from .filters.letkf import LETKF
+
+            return LETKF(comm, propagator, shape, geometry, f.particles, f.localization_radius, f.inflation,
+                         f.rtps, history)
+        from .filters.pf_local import LocalPF
+
+        return LocalPF(comm, propagator, shape, geometry, f.particles, f.localization_radius, cfg.run.seed,
+                       band=band, history=history)
     raise DiffdaError(f"filter.method={method} is not implemented")
 
 
@@ -228,6 +285,7 @@ def summarise(store: Path, cfg: Config) -> dict:
     return {
         "rmse_analysis": mean("rmse_analysis"),
         "rmse_forecast": mean("rmse_forecast"),
+        "rmse_free": mean("rmse_free"),
         "spread_analysis": mean("spread_analysis"),
         "crps_analysis": mean("crps_analysis"),
         "ess_mean": mean("ess"),
@@ -242,6 +300,18 @@ def summarise(store: Path, cfg: Config) -> dict:
         "method": cfg.filter.method,
         "software": f"diffda {__version__}",
     }
+
+
+def _write_maps(path: Path, problem: Problem, mean, truth, mean_free, obs, title: str) -> None:
+    """``maps.png`` of the last cycle (:mod:`pipeline.evaluate.maps`), physical units."""
+    from .evaluate.maps import observed_points, plot_maps
+
+    zero = torch.zeros_like(mean)
+    phys = lambda x: {k: v for k, v in problem.fields(x, zero, None).items() if not k.endswith("_spread")}  # noqa: E731
+    layout = problem.layout
+    plot_maps(path, phys(mean), phys(truth), phys(mean_free) if mean_free is not None else None,
+              [float(lv) for lv in layout.levels], np.asarray(layout.latitude), np.asarray(layout.longitude),
+              observed_points(obs.operator.index.cpu().numpy(), tuple(problem.state_shape)), title)
 
 
 def _injected_failure(rank: int, cycle: int) -> None:
@@ -274,8 +344,8 @@ def _initial_ensemble(problem: Problem, cfg: Config, comm: Comm, n_total: int,
     n = shard_sizes(n_total, comm.size)[comm.rank]
     start = shard_start(n_total, comm.size, comm.rank)
     ids = torch.arange(start, start + n, dtype=torch.long)
-    noise = ParticleNoise(cfg.run.seed, 0, ids.tolist(), "init", device, dtype)
+    noise = ParticleNoise(cfg.run.seed, 0, ids, "init", device, dtype)
     x0 = problem.initial_state()  # [*S], or [K, *S] for a denoiser conditioned on K states
-    x = x0 + cfg.filter.init_std * noise.normal(list(range(n)), tuple(x0.shape)) if n else x0.new_zeros((0, *x0.shape))
+    x = x0 + cfg.filter.init_std * noise.normal(None, tuple(x0.shape)) if n else x0.new_zeros((0, *x0.shape))
     log_w = torch.full((n,), -float(np.log(n_total)), dtype=torch.float64)
     return Ensemble(ids, x, log_w)

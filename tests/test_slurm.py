@@ -60,7 +60,7 @@ def cluster():
 
 
 def diffda(*args: str, timeout: float = 240, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=clean_env(), cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "jobs.cli", *args], env=clean_env(), cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
     if check:
         assert proc.returncode == 0, f"diffda {' '.join(args)} -> {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -68,7 +68,7 @@ def diffda(*args: str, timeout: float = 240, check: bool = True) -> subprocess.C
 
 
 def local_run(n: int, data: Path, out: Path, *extra: str) -> None:
-    proc = subprocess.run([MPIEXEC, "-n", str(n), sys.executable, "-m", "pipeline.cli", "run", "--data", str(data),
+    proc = subprocess.run([MPIEXEC, "-n", str(n), sys.executable, "-m", "jobs.cli", "run", "--data", str(data),
                            "--out", str(out), "--quiet", *extra], env=clean_env(), cwd=ROOT, capture_output=True,
                           text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -23,6 +23,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="common config override for every case, e.g. --set run.cycles=100")
     f.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
     f.set_defaults(func=filters)
+    lk = bsub.add_parser("letkf", help="LETKF beside DAPPER's on Lorenz-96 sakov2008 (q = 0)")
+    lk.add_argument("--particles", default="7,10,20,40", help="comma-separated ensemble sizes")
+    lk.add_argument("--cycles", type=int, default=500)
+    lk.add_argument("--spinup", type=int, default=100)
+    lk.add_argument("--loc-rad", type=float, default=4.0, help="DAPPER's loc_rad (diffda's radius is 1.82 x it)")
+    lk.add_argument("--data", type=Path, default=Path("data/lorenz96-q0"))
+    lk.add_argument("--out", type=Path, default=Path("runs/bench-letkf"))
+    lk.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
+    lk.set_defaults(func=letkf_bench)
     sc = bsub.add_parser("scaling", help="the same run under mpiexec -n P for several P")
     sc.add_argument("--ranks", default="1,2", help="comma-separated rank counts (default 1,2)")
     sc.add_argument("--data", type=Path, default=Path("data/lorenz96"))
@@ -65,6 +74,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="config override, e.g. --set guidance.cg_iterations=4")
     cy.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
     cy.set_defaults(func=cycle_bench)
+    sp = bsub.add_parser("speed", help="Lorenz-63 ETKF and PF cycles timed side by side with DAPPER")
+    sp.add_argument("--cycles", type=int, default=200)
+    sp.add_argument("--out", type=Path, default=Path("runs/bench-speed"))
+    sp.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
+    sp.set_defaults(func=speed_bench)
+    kd = bsub.add_parser("kde", help="the KDE filter against etkf, pf-bootstrap, pf-optimal on Lorenz-63 (dt_obs 0.1)")
+    kd.add_argument("--particles", default="10,20,50,100,250", help="comma-separated ensemble sizes")
+    kd.add_argument("--cycles", type=int, default=500)
+    kd.add_argument("--methods", default="kde,etkf,pf-bootstrap,pf-optimal")
+    kd.add_argument("--settings", default="x3,abs", help="x3 (x3 alone, identity) and/or abs (all through |x|)")
+    kd.add_argument("--out", type=Path, default=Path("runs/bench-kde"))
+    kd.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    kd.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
+    kd.set_defaults(func=kde_bench)
     sk = bsub.add_parser("skill", help="forecast skill of a neural checkpoint vs persistence and climatology")
     sk.add_argument("--checkpoint", type=Path, default=None, help="checkpoint directory (default: the shipped one)")
     sk.add_argument("--data", type=Path, required=True, help="the training store (its held-out tail is scored)")
@@ -72,6 +95,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     sk.add_argument("--members", type=int, default=8)
     sk.add_argument("--times", type=int, default=16, help="forecast times of the ensemble scores")
     sk.add_argument("--steps", type=int, default=16, help="sampler steps of the ensemble members")
+    sk.add_argument("--leads", type=int, default=60, help="mean-rollout leads (6-hour steps)")
+    sk.add_argument("--sampled-days", type=int, default=30, help="length of the sampled rollouts (days)")
+    sk.add_argument("--rollout-starts", type=int, default=4)
+    sk.add_argument("--rollout-members", type=int, default=4)
+    sk.add_argument("--no-rollout", action="store_true", help="skip the rollout scores")
+    sk.add_argument("--quick", action="store_true", help="smoke-test counts (seconds; numbers are not skill)")
     sk.add_argument("--assimilate", type=Path, default=None, metavar="DATA",
                     help="also run the sphere assimilation on DATA (and a free run) and score its analysis")
     sk.add_argument("--out", type=Path, default=Path("runs/bench-skill"))
@@ -79,6 +108,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="config override of the assimilation, e.g. --set filter.particles=16")
     sk.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
     sk.set_defaults(func=skill_bench)
+    gp = bsub.add_parser("gpu", help="the prepared GPU check: N=256 cycle, fp32/bf16, compile, CUDA graphs, NCCL")
+    gp.add_argument("--device", default="cuda", help="cuda (default; refused without one) or cpu (with --quick)")
+    gp.add_argument("--quick", action="store_true", help="toy sizes: a smoke run of the code paths")
+    gp.add_argument("--data", type=Path, default=Path("data/sphere"), help="sphere data (made if absent)")
+    gp.add_argument("--checkpoint", type=Path, default=None, help="checkpoint directory (default: the shipped one)")
+    gp.add_argument("--out", type=Path, default=Path("runs/bench-gpu"))
+    gp.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
+    gp.set_defaults(func=gpu_bench)
 
 
 def _command() -> str:
@@ -114,6 +151,14 @@ def filters(args: argparse.Namespace) -> int:
     body, _ = run_filters(data, args.out, args.preset, [int(n) for n in args.particles.split(",")],
                           args.overrides, log=_log)
     return _publish(args.report, f"filters-{args.preset}", f"Filters on the {args.preset} twin", body)
+
+
+def letkf_bench(args: argparse.Namespace) -> int:
+    from ..evaluate.bench_letkf import run_letkf
+
+    body, _ = run_letkf(args.data, args.out, [int(n) for n in args.particles.split(",")], args.cycles, args.spinup,
+                        args.loc_rad, log=_log)
+    return _publish(args.report, "letkf-dapper", "LETKF beside DAPPER (Lorenz-96 sakov2008)", body)
 
 
 def scaling(args: argparse.Namespace) -> int:
@@ -176,14 +221,34 @@ def cycle_bench(args: argparse.Namespace) -> int:
     return _publish(args.report, "cycle", "Full assimilation cycle with the neural emulator", body)
 
 
+def speed_bench(args: argparse.Namespace) -> int:
+    from ..evaluate.bench_speed import run_speed
+
+    root = Path(__file__).resolve().parents[2]
+    body, _ = run_speed(args.out, args.cycles, root, log=_log)
+    return _publish(args.report, "speed", "Twin cycle speed against DAPPER (Lorenz-63)", body)
+
+
+def kde_bench(args: argparse.Namespace) -> int:
+    from ..evaluate.bench_kde import run_kde
+
+    apply_overrides({}, args.overrides)  # syntax check before any work
+    body, _ = run_kde(args.out, [int(n) for n in args.particles.split(",")], args.cycles, args.methods.split(","),
+                      args.settings.split(","), args.overrides, log=_log)
+    return _publish(args.report, "kde", "The closed-form KDE filter on Lorenz-63 every 0.1 time units", body)
+
+
 def skill_bench(args: argparse.Namespace) -> int:
     import json
 
     from ..evaluate.bench_skill import run_skill
 
     ckpt = _checkpoint(args.checkpoint)
+    rollout = None if args.no_rollout else dict(leads=args.leads, sampled_days=args.sampled_days,
+                                                  starts=args.rollout_starts, members=args.rollout_members,
+                                                  steps=args.steps)
     body, results = run_skill(ckpt, args.data, args.test, members=args.members, times=args.times, steps=args.steps,
-                              log=_log)
+                              log=_log, rollout=rollout, quick=args.quick)
     if args.assimilate is not None:
         from ..evaluate.bench_skill import run_assimilation_skill
 
@@ -196,3 +261,14 @@ def skill_bench(args: argparse.Namespace) -> int:
     _publish(args.report, "skill", "Forecast skill of the neural emulator (sphere)", body)
     print(json.dumps({k: v for k, v in results.items() if k != "ensemble"}, indent=1)[:2000], file=sys.stderr)
     return 0
+
+
+def gpu_bench(args: argparse.Namespace) -> int:
+    from ..evaluate.bench_gpu import check_device, run_gpu_bench
+
+    check_device(args.device, args.quick)  # refuse before making data
+    ckpt = _checkpoint(args.checkpoint)
+    _sphere_data(args.data)
+    body, _ = run_gpu_bench(args.data, args.out, ckpt, device=args.device, quick=args.quick, log=_log)
+    name, title = ("gpu-quick", "GPU check (CPU smoke run)") if args.quick else ("gpu", "GPU check")
+    return _publish(args.report, name, title, body)

@@ -3,7 +3,8 @@
 Computes the per-variable, per-level normalisation statistics of a reference store once, with
 Dask, and stores them as ``OUT/statistics.json``; optionally regrids the reference to
 ``OUT/truth.zarr`` and builds ``OUT/observations.zarr`` from it. Runs on a local Dask cluster,
-or on a dask-jobqueue SLURMCluster with ``--profile NAME`` (``slurm/profiles/NAME.yaml``).
+or on a dask-jobqueue SLURMCluster with ``--profile NAME`` (``slurm/profiles/NAME.yaml``; that
+option is added by :mod:`jobs.commands.prepare`, which hands the cluster to :func:`run`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from ..config import apply_overrides
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="statistics, regridding and observations of a reference store (Dask)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_prepare_arguments(p)
+    p.set_defaults(func=main)
+
+
+def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, help="input directory holding truth.zarr (and the default --out)")
     p.add_argument("--store", help="reference store path or fsspec URL (default DATA/truth.zarr)")
     p.add_argument("--out", type=Path, help="output directory (default --data)")
@@ -30,13 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--observe", action="store_true", help="build OUT/observations.zarr from the reference")
     p.add_argument("--obs", dest="obs", action="append", default=[], metavar="KEY=VALUE",
                    help="observation spec key, e.g. --obs thinning=4 --obs noise_std.temperature=0.5")
-    p.add_argument("--profile", help="run on a SLURMCluster from slurm/profiles/NAME.yaml (default: LocalCluster)")
     p.add_argument("--workers", type=int, default=1, help="Dask workers (SLURM jobs with --profile)")
     p.add_argument("--threads", type=int, default=2, help="threads per local worker")
-    p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
+    return run(args)
+
+
+def run(args: argparse.Namespace, cluster=None) -> int:
+    """``diffda prepare`` on ``cluster`` (any Dask cluster; None: a local one)."""
     from ..data.prepare import dask_client, parse_grid, prepare
     from ..errors import InputError
 
@@ -48,12 +57,6 @@ def main(args: argparse.Namespace) -> int:
         raise InputError("give --out DIR (where statistics.json goes) when reading --store without --data")
     observe = apply_overrides({}, args.obs) if (args.observe or args.obs) else None
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-    cluster = None
-    if args.profile:
-        from jobs.profiles import load_profile, slurm_cluster
-
-        cluster = slurm_cluster(load_profile(args.profile), workers=args.workers)
-        log(f"SLURMCluster from profile {args.profile}: {args.workers} job(s)\n{cluster.job_script()}")
     with dask_client(cluster, workers=args.workers, threads=args.threads) as client:
         log(f"dask: {client}")
         summary = prepare(

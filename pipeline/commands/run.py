@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import Config, load_config
+
+if TYPE_CHECKING:
+    from ..run import RunResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,16 +40,21 @@ EMBEDDED_DEFAULT = Path(__file__).resolve().parents[1] / "presets" / "default.ya
 
 
 def resolve(args: argparse.Namespace) -> tuple[Config, Path, Path]:
+    """The CLI's arguments -> :func:`resolve_inputs`."""
+    return resolve_inputs(args.config, args.overrides, args.data, args.out, args.preset)
+
+
+def resolve_inputs(config: Path | None, overrides: list[str], data: Path | None, out: Path | None,
+                   preset: str | None = None) -> tuple[Config, Path, Path]:
     """Validate the config and work out the data and output directories (no side effects)."""
-    overrides = list(args.overrides)
-    if args.preset:
-        overrides.insert(0, f"data.preset={args.preset}")
-    config = args.config
-    if config is None and args.data is None and not any(o.startswith("data.preset=") for o in overrides):
+    overrides = list(overrides)
+    if preset:
+        overrides.insert(0, f"data.preset={preset}")
+    if config is None and data is None and not any(o.startswith("data.preset=") for o in overrides):
         config = EMBEDDED_DEFAULT  # `diffda run` alone: the sphere demo with the shipped emulator
     cfg = load_config(config, overrides)
-    data_dir = args.data or cfg.data.dir or Path("data") / cfg.data.preset
-    out_dir = args.out or Path("runs") / cfg.data.preset
+    data_dir = data or cfg.data.dir or Path("data") / cfg.data.preset
+    out_dir = out or Path("runs") / cfg.data.preset
     return cfg, Path(data_dir), Path(out_dir)
 
 
@@ -63,16 +72,30 @@ def ensure_data(cfg: Config, data_dir: Path) -> bool:
 
 def main(args: argparse.Namespace) -> int:
     cfg, data_dir, out_dir = resolve(args)
-    from ..distributed.failure import run_ranked
-
     from ..stop import StopFlag
 
     with StopFlag() as stop:  # USR2/SIGTERM: stop after the current cycle, exit 75/143; a rerun resumes
-        return run_ranked(lambda ctx: body(ctx, args, cfg, data_dir, out_dir, should_stop=stop),
-                          device=cfg.run.device, backend=cfg.run.backend)
+        rc, _ = execute(cfg, data_dir, out_dir, fresh=args.fresh, quiet=args.quiet, should_stop=stop)
+    return rc
 
 
-def body(ctx, args: argparse.Namespace, cfg: Config, data_dir: Path, out_dir: Path,
+def execute(cfg: Config, data_dir: Path, out_dir: Path, fresh: bool = False, quiet: bool = False,
+            should_stop=None) -> tuple[int, "RunResult | None"]:
+    """The one entry of a run (``diffda run``, the submitit job, the sbatch templates).
+
+    (config, data directory, output directory, stop flag) -> (exit status, rank 0's ``RunResult``
+    or None when the run failed). Under ``mpiexec``/``srun``/``torchrun`` every rank calls it.
+    """
+    from ..distributed.failure import run_ranked
+
+    box: list = []
+    rc = run_ranked(lambda ctx: body(ctx, cfg, data_dir, out_dir, fresh=fresh, quiet=quiet,
+                                     should_stop=should_stop, result_box=box),
+                    device=cfg.run.device, backend=cfg.run.backend)
+    return rc, (box[0] if box else None)
+
+
+def body(ctx, cfg: Config, data_dir: Path, out_dir: Path, fresh: bool = False, quiet: bool = False,
          should_stop=None, result_box: list | None = None) -> int:
     """One rank's work: make inputs (rank 0), assimilate, print the summary (rank 0).
 
@@ -88,8 +111,9 @@ def body(ctx, args: argparse.Namespace, cfg: Config, data_dir: Path, out_dir: Pa
     if lead and ensure_data(cfg, data_dir):
         print(f"made {cfg.data.preset} inputs in {data_dir}", file=sys.stderr)
     comm.barrier()
-    progress = None if args.quiet or not lead else make_progress()
-    result = assimilate(cfg, data_dir, out_dir, comm, progress=progress, fresh=args.fresh, should_stop=should_stop)
+    progress = None if quiet or not lead else make_progress()
+    result = assimilate(cfg, data_dir, out_dir, comm, progress=progress, fresh=fresh, should_stop=should_stop,
+                        log=lambda line: print(line, file=sys.stderr, flush=True))
     if result_box is not None:
         result_box.append(result)
     if result.stopped:
@@ -141,11 +165,16 @@ def print_summary(cfg: Config, metrics: dict, out_dir: Path, resumed_from: int) 
     ]
     if resumed_from:
         rows.append(("resumed after cycle", str(resumed_from)))
-    for key in ("rmse_analysis", "rmse_forecast", "spread_analysis", "crps_analysis", "ess_mean", "ess_min",
+    ra, rf = metrics.get("rmse_analysis"), metrics.get("rmse_free")
+    if isinstance(ra, float) and isinstance(rf, float):
+        rows.append(("analysis / free-run RMSE", f"{ra:.4g} / {rf:.4g} (ratio {ra / rf:.3g}: "
+                     f"{'the observations help' if ra < rf else 'no better than no observations'})"))
+    for key in ("rmse_analysis", "rmse_free", "rmse_forecast", "spread_analysis", "crps_analysis", "ess_mean", "ess_min",
                 "alpha_mean", "resample_count", "wall_seconds", "denoiser_seconds", "denoiser_calls"):
         v = metrics.get(key)
         rows.append((key, f"{v:.4g}" if isinstance(v, float) else str(v)))
     rows.append(("analysis", str(out_dir / "analysis.zarr")))
-    rows.append(("metrics / plot", f"{out_dir / 'metrics.json'}, {out_dir / 'cycles.png'}"))
+    plots = [out_dir / "cycles.png"] + ([out_dir / "maps.png"] if (out_dir / "maps.png").exists() else [])
+    rows.append(("metrics / plot", f"{out_dir / 'metrics.json'}, {', '.join(map(str, plots))}"))
     width = max(len(r[0]) for r in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))

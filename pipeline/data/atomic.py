@@ -29,3 +29,20 @@ def write_atomic(ds: xr.Dataset, path: str | Path, encoding: dict | None = None)
     else:
         tmp.rename(path)
     return path
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` as the file ``path`` (temporary sibling, fsync, rename): all or nothing."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """:func:`write_bytes` of UTF-8 text."""
+    return write_bytes(path, text.encode())

@@ -54,7 +54,7 @@ class ObservationSpec:
     ``variables``: ERA5 long names; ``levels``: hPa (``None`` = every level of the reference);
     ``thinning``: every n-th grid point in latitude and longitude (an int, or ``(n_lat, n_lon)``;
     1 = every point); ``stations``: keep a random subset of the thinned points (count, or a
-    fraction in (0, 1); ``None`` = all); ``noise_std``: standard deviation per variable in the
+    fraction in (0, 1); ``None`` = all; drawn from ``station_seed``, default ``seed``); ``noise_std``: standard deviation per variable in the
     variable's units (a variable without an entry uses ``default_noise_std``); ``seed``.
     """
 
@@ -65,6 +65,7 @@ class ObservationSpec:
     noise_std: Mapping[str, float] = field(default_factory=lambda: {"temperature": 1.0})
     default_noise_std: float = 1.0
     seed: int = 0
+    station_seed: int | None = None  # the draw of ``stations``; None = ``seed``
 
     def __post_init__(self) -> None:
         thin = self.thinning
@@ -121,7 +122,8 @@ def observation_mask(latitude: np.ndarray, longitude: np.ndarray, spec: Observat
         if n > len(cand):
             raise InputError(f"observation stations={spec.stations} exceeds the {len(cand)} candidate grid points "
                              f"(after thinning {spec.thinning}); lower it or the thinning")
-        rng = np.random.default_rng([spec.seed, 0x5747])  # 'stations'
+        seed = spec.seed if spec.station_seed is None else spec.station_seed
+        rng = np.random.default_rng([seed, 0x5747])  # 'stations'
         keep = np.zeros(mask.size, dtype=bool)
         keep[rng.choice(cand, size=n, replace=False)] = True
         mask = keep.reshape(mask.shape)

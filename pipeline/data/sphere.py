@@ -73,9 +73,16 @@ DEFAULTS: dict[str, Any] = dict(
     layers=8,
     init="auto",  # auto (shipped state when it fits) | rest
     perturbation=0.1,
+    obs_variables=["temperature"],
+    obs_levels=None,  # None: every level of the truth
     obs_stride=2,
-    obs_std=1.0,
+    obs_stations=None,  # None: every thinned point; a count: a random subset of them
+    obs_station_seed=None,  # None: seed
+    obs_std=1.0,  # one std for every observed variable (its own units), or {variable: std}
     chunk_time=8,
+    truth="dinosaur",  # dinosaur | emulator (a perfect-model twin: pipeline/data/sphere_emulator.py)
+    checkpoint=None,  # truth=emulator: checkpoint directory; None = the shipped sphere64x32
+    sampler_steps=16,  # truth=emulator: reverse-diffusion steps per 6-hour step
 )
 SHIPPED_SPINUP = 150
 INIT_FILE = Path(__file__).with_name("sphere_init.npz")
@@ -121,14 +128,85 @@ def sphere_params(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         params[key] = v
     if (6 * 60) % params["dt_minutes"]:
         raise DiffdaError(f"make-data sphere: dt_minutes must divide 360 (6 hours) (got {params['dt_minutes']})")
-    for key in ("perturbation", "obs_std"):
-        v = params[key]
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or (key == "obs_std" and v == 0):
-            raise DiffdaError(f"make-data sphere: {key} must be a {'positive' if key == 'obs_std' else 'non-negative'} number (got {v!r})")
-        params[key] = float(v)
+    v = params["perturbation"]
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+        raise DiffdaError(f"make-data sphere: perturbation must be a non-negative number (got {v!r})")
+    params["perturbation"] = float(v)
     if params["init"] not in ("auto", "rest"):
         raise DiffdaError(f"make-data sphere: init must be 'auto' or 'rest' (got {params['init']!r})")
+    if params["truth"] not in ("dinosaur", "emulator"):
+        raise DiffdaError(f"make-data sphere: truth must be 'dinosaur' or 'emulator' (got {params['truth']!r})")
+    steps = params["sampler_steps"]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise DiffdaError(f"make-data sphere: sampler_steps must be an integer >= 1 (got {steps!r})")
+    if params["checkpoint"] is not None and not isinstance(params["checkpoint"], str):
+        raise DiffdaError(f"make-data sphere: checkpoint must be a directory path (got {params['checkpoint']!r})")
+    _observation_params(params)
     return params
+
+
+def _names(value: Any, key: str) -> list:
+    """A list from a YAML list, a scalar, or a comma/space separated string."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [x for x in value.replace("[", "").replace("]", "").replace(",", " ").split()]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise DiffdaError(f"make-data sphere: {key} must be a list (got {value!r})")
+
+
+def _observation_params(params: dict[str, Any]) -> None:
+    """Validate the observation-network keys in place (messages name the key)."""
+    variables = [str(v) for v in _names(params["obs_variables"], "obs_variables")]
+    unknown = [v for v in variables if v not in VARIABLES]
+    if not variables or unknown:
+        raise DiffdaError(f"make-data sphere: obs_variables must name some of {', '.join(VARIABLES)} "
+                          f"(got {params['obs_variables']!r})")
+    params["obs_variables"] = list(dict.fromkeys(variables))
+    if params["obs_levels"] is not None:
+        try:
+            lv = sorted({int(float(x)) for x in _names(params["obs_levels"], "obs_levels")})
+        except (TypeError, ValueError):
+            raise DiffdaError(f"make-data sphere: obs_levels must be pressures in hPa (got {params['obs_levels']!r})") from None
+        absent = [x for x in lv if x not in params["levels"]]
+        if not lv or absent:
+            raise DiffdaError(f"make-data sphere: obs_levels {lv} must be among levels {params['levels']} "
+                              f"(got {params['obs_levels']!r})")
+        params["obs_levels"] = lv
+    k = params["obs_stride"]
+    candidates = -(-32 // k) * -(-64 // k)  # ceil(32/k) * ceil(64/k) thinned points
+    for key in ("obs_stations", "obs_station_seed"):
+        v = params[key]
+        if v is None:
+            continue
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        low = 1 if key == "obs_stations" else 0
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise DiffdaError(f"make-data sphere: {key} must be an integer >= {low} or null (got {params[key]!r})")
+        params[key] = v
+    if params["obs_stations"] is not None and params["obs_stations"] > candidates:
+        raise DiffdaError(f"make-data sphere: obs_stations={params['obs_stations']} exceeds the {candidates} grid "
+                          f"points left by obs_stride={k}; lower obs_stations or obs_stride")
+    std = params["obs_std"]
+    if isinstance(std, dict):
+        missing = [v for v in params["obs_variables"] if v not in std]
+        extra = [v for v in std if v not in params["obs_variables"]]
+        if missing or extra:
+            raise DiffdaError(f"make-data sphere: obs_std needs one entry per observed variable "
+                              f"({', '.join(params['obs_variables'])}); missing {missing}, not observed {extra}")
+        std = {str(v): s for v, s in std.items()}
+    else:
+        std = {v: std for v in params["obs_variables"]}
+    for v, s in std.items():
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0:
+            raise DiffdaError(f"make-data sphere: obs_std must be a positive number or a mapping "
+                              f"{{variable: positive number}} (got {params['obs_std']!r} for {v})")
+    params["obs_std"] = {v: float(s) for v, s in std.items()} if isinstance(params["obs_std"], dict) \
+        else float(params["obs_std"])
 
 
 def _import_dinosaur():
@@ -277,13 +355,13 @@ def initial_state(model: HeldSuarez, params: dict[str, Any], log=None) -> tuple[
     return state, f"isothermal rest (seed {params['seed']}) spun up {spin} days"
 
 
-def simulate(params: dict[str, Any], log=print) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Fields ``[T, P, lat, lon]`` (float32) for ``4 days + 1`` times and the run's attributes."""
+def simulate(params: dict[str, Any], log=print, times: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Fields ``[T, P, lat, lon]`` (float32) for ``times`` (default ``4 days + 1``) times and the run's attributes."""
     tic = time.perf_counter()
     model = HeldSuarez(params["layers"], params["dt_minutes"])
     state, how = initial_state(model, params)
     spin_s = time.perf_counter() - tic
-    n = 4 * params["days"] + 1
+    n = 4 * params["days"] + 1 if times is None else times
     out = {name: np.empty((n, len(params["levels"]), 32, 64), dtype=np.float32) for name in VARIABLES}
     sigma = model.sigma_centers
     for k in range(n):
@@ -307,11 +385,17 @@ def simulate(params: dict[str, Any], log=print) -> tuple[dict[str, np.ndarray], 
 
 
 def observation_spec(params: dict[str, Any]):
-    """The :class:`~pipeline.data.observe.ObservationSpec` of the preset: temperature, every level."""
+    """The :class:`~pipeline.data.observe.ObservationSpec` of the ``obs_*`` keys (default: temperature, every level)."""
     from .observe import ObservationSpec
 
-    return ObservationSpec(variables=("temperature",), thinning=(params["obs_stride"], params["obs_stride"]),
-                           noise_std={"temperature": params["obs_std"]}, seed=params["seed"])
+    std = params["obs_std"]
+    noise = dict(std) if isinstance(std, dict) else {v: std for v in params["obs_variables"]}
+    station_seed = params["obs_station_seed"]
+    return ObservationSpec(variables=tuple(params["obs_variables"]),
+                           levels=None if params["obs_levels"] is None else tuple(params["obs_levels"]),
+                           thinning=(params["obs_stride"], params["obs_stride"]), stations=params["obs_stations"],
+                           noise_std=noise, seed=params["seed"],
+                           station_seed=params["seed"] if station_seed is None else station_seed)
 
 
 def build_truth(fields: dict[str, np.ndarray], params: dict[str, Any], extra: dict[str, Any]):
@@ -332,7 +416,9 @@ def build_truth(fields: dict[str, np.ndarray], params: dict[str, Any], extra: di
     import dinosaur
 
     attrs = {
-        "source": "diffda make-data sphere: Held-Suarez (1994) dry primitive equations, dinosaur dycore",
+        "source": "diffda make-data sphere: Held-Suarez (1994) dry primitive equations, dinosaur dycore"
+                  + (" (initial states); later states sampled from the neural emulator (truth=emulator)"
+                     if params["truth"] == "emulator" else ""),
         "model": f"dinosaur {getattr(dinosaur, '__version__', '?')} PrimitiveEquations + HeldSuarezForcing, T21, "
                  f"{params['layers']} equidistant sigma levels, imex_rk_sil3 dt={params['dt_minutes']} min, "
                  "exponential spectral filter",
@@ -358,7 +444,12 @@ def make_sphere(out_dir: str | Path, overrides: dict[str, Any] | None = None) ->
     params = sphere_params(overrides)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fields, extra = simulate(params)
+    if params["truth"] == "emulator":
+        from .sphere_emulator import simulate_emulator
+
+        fields, extra = simulate_emulator(params)
+    else:
+        fields, extra = simulate(params)
     truth = build_truth(fields, params, extra)
     from .observe import build_observations, write_observations
 

@@ -4,10 +4,13 @@ Presets (keys settable with ``--set key=value``; defaults below):
 
 - ``linear``:   ``x' = a S x + N(0, q I)``, ``S`` circulant ``(c, 1-2c, c)``; ``y`` observes every
   ``stride``-th component with noise variance ``r``.
-- ``lorenz96``: ``F = 8``, ``dim = 40``, one RK4 step of ``dt = 0.05`` per cycle (DAPPER ``sakov2008``),
-  all components observed with ``r = 1``.
-- ``lorenz63``: ``sigma, rho, beta = 10, 28, 8/3``, one cycle = 25 RK4 steps of ``dt = 0.01``,
-  all components observed with ``r = 2`` (DAPPER ``sakov2012``).
+- ``lorenz96``: ``F = 8``, ``dim = 40``, ``steps = 1`` RK4 step of ``dt = 0.05`` per cycle (DAPPER
+  ``sakov2008``), all components observed with ``r = 1``; ``steps = 2``: observations every 0.1 time units.
+- ``lorenz63``: ``sigma, rho, beta = 10, 28, 8/3``, one cycle = ``steps = 25`` RK4 steps of ``dt = 0.01``
+  (0.25 time units), all components observed with ``r = 2`` (DAPPER ``sakov2012``); ``steps = 10``:
+  every 0.1 time units, the KDE seed's setting (preset ``lorenz63-kde``).
+- every preset: ``components`` (a list of component indices) observes those components instead of
+  every ``stride``-th one, e.g. ``components=[2]`` for Lorenz-63's ``x3`` alone.
 - Lorenz presets: additive model noise of variance ``q`` per cycle, observation operator
   ``operator`` in (identity, abs, square, arctan).
 
@@ -32,9 +35,9 @@ from ..models.dynamics import Linear, Lorenz63, Lorenz96
 from .atomic import write_atomic
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "linear": dict(dim=16, a=0.95, c=0.25, q=0.1, r=0.25, stride=2, cycles=100, seed=0, operator="identity"),
-    "lorenz96": dict(dim=40, F=8.0, q=0.1, r=1.0, stride=1, cycles=200, seed=0, operator="identity"),
-    "lorenz63": dict(F=None, q=0.1, r=2.0, stride=1, cycles=200, seed=0, operator="identity"),
+    "linear": dict(dim=16, a=0.95, c=0.25, q=0.1, r=0.25, stride=2, cycles=100, seed=0, operator="identity", components=None),
+    "lorenz96": dict(dim=40, F=8.0, steps=1, q=0.1, r=1.0, stride=1, cycles=200, seed=0, operator="identity", components=None),
+    "lorenz63": dict(F=None, steps=25, q=0.1, r=2.0, stride=1, cycles=200, seed=0, operator="identity", components=None),
 }
 CYCLE_HOURS = 6
 START = "2000-01-01T00:00"
@@ -52,7 +55,7 @@ def twin_params(preset: str, overrides: dict[str, Any] | None = None) -> dict[st
     if preset == "lorenz63":
         params.pop("F")
         params["dim"] = 3
-    for key in ("dim", "stride", "cycles", "seed"):
+    for key in ("dim", "stride", "cycles", "seed", *(("steps",) if "steps" in params else ())):
         if not isinstance(params[key], int) or params[key] < (0 if key == "seed" else 1):
             raise DiffdaError(f"make-data {preset}: {key} must be a positive integer (got {params[key]!r})")
     for key in ("q", "r"):
@@ -61,6 +64,13 @@ def twin_params(preset: str, overrides: dict[str, Any] | None = None) -> dict[st
         params[key] = float(params[key])
     if params["operator"] not in OPERATORS:
         raise DiffdaError(f"make-data {preset}: operator must be one of {OPERATORS} (got {params['operator']!r})")
+    comps = params["components"]
+    if comps is not None:
+        if (not isinstance(comps, (list, tuple)) or not comps
+                or not all(isinstance(c, int) and 0 <= c < params["dim"] for c in comps)):
+            raise DiffdaError(f"make-data {preset}: components must be a non-empty list of indices in "
+                              f"[0, {params['dim']}) (got {comps!r})")
+        params["components"] = sorted(set(int(c) for c in comps))
     if preset == "lorenz96" and params["dim"] < 4:
         raise DiffdaError("make-data lorenz96: dim must be at least 4")
     return params
@@ -71,9 +81,9 @@ def dynamics_for(preset: str, params: dict[str, Any]):
     if preset == "linear":
         return Linear(a=float(params["a"]), c=float(params["c"]))
     if preset == "lorenz96":
-        return Lorenz96(F=float(params["F"]))
+        return Lorenz96(F=float(params["F"]), steps=int(params.get("steps", 1)))
     if preset == "lorenz63":
-        return Lorenz63()
+        return Lorenz63(steps=int(params.get("steps", 25)))
     raise DiffdaError(f"unknown twin preset {preset!r}")
 
 
@@ -104,9 +114,12 @@ def simulate(preset: str, params: dict[str, Any], steps: int, g: torch.Generator
 
 
 def observation_mask(params: dict[str, Any]) -> np.ndarray:
-    """Boolean ``[D]``: every ``stride``-th component observed."""
+    """Boolean ``[D]``: the listed ``components``, else every ``stride``-th component, observed."""
     mask = np.zeros(params["dim"], dtype=bool)
-    mask[:: params["stride"]] = True
+    if params.get("components") is not None:
+        mask[list(params["components"])] = True
+    else:
+        mask[:: params["stride"]] = True
     return mask
 
 

@@ -17,11 +17,16 @@ covariance ``V[x | x_t, c]`` (shape broadcastable to ``x_t``). MMPS with
 ``covariance="diagonal"`` uses it instead of the Jacobian (no vector-Jacobian products); the exact
 Gaussian denoiser's is exact, a neural denoiser's is the variance of the Gaussian prior its
 preconditioning is built around.
+
+A denoiser whose conditional law is known in closed form may also be an :class:`ExactTransition`:
+``sample_transition(condition, z)`` returns an exact draw of ``x ~ p(x | c)`` from standard normals
+``z`` ``[B, *S]``. Unguided propagation (forecasts, the bootstrap PF, the ETKF) then costs one draw
+instead of a reverse diffusion (``sampler.exact``).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -33,6 +38,13 @@ class Denoiser(Protocol):
     schedule: Schedule
 
     def __call__(self, x_t: Tensor, t: Tensor, condition: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class ExactTransition(Protocol):
+    def sample_transition(self, condition: Tensor, z: Tensor) -> Tensor:
+        """An exact draw of ``x ~ p(x | condition)`` from standard normals ``z`` ``[B, *S]``: ``[B, *S]``."""
+        ...
 
 
 def score(denoiser: Denoiser, x_t: Tensor, t: Tensor | float, condition: Tensor) -> Tensor:

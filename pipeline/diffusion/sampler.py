@@ -38,6 +38,7 @@ the dtype of the draws. Schedule coefficients are computed in float64.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -108,6 +109,20 @@ class Sampler:
         self.denoiser, self.steps, self.eta = denoiser, steps, eta
         self.corrections, self.delta, self.t_min, self.grid = corrections, delta, t_min, grid
 
+    def _coefficients(self, alpha: Tensor, sigma: Tensor) -> list[dict[str, float]]:
+        """Per step ``t -> s``: ``alpha_t, sigma_t, alpha_s, sigma_s``, ``tau``, ``keep = sqrt(sigma_s^2 - tau^2)``,
+        the Langevin ``delta`` and ``sqrt(2 delta)``, from float64 schedule values ``[T + 1]``."""
+        a, s = alpha.tolist(), sigma.tolist()
+        out = []
+        for i in range(self.steps):
+            ratio = (a[i] * s[i + 1]) / (a[i + 1] * s[i])
+            tau = self.eta * s[i + 1] * math.sqrt(max(1 - ratio**2, 0.0))
+            delta = self.delta * s[i + 1] ** 2
+            out.append({"alpha_t": a[i], "sigma_t": s[i], "alpha_s": a[i + 1], "sigma_s": s[i + 1], "tau": tau,
+                        "keep": math.sqrt(max(s[i + 1] ** 2 - tau**2, 0.0)), "delta": delta,
+                        "langevin": math.sqrt(2 * delta)})
+        return out
+
     def sample(self, condition: Tensor, draw: Callable[[], Tensor], shape: Sequence[int]) -> Tensor:
         """One sample per condition row: ``condition`` ``[B, *C]``, ``draw() -> [B, *S]``, ``shape = S``; ``[B, *S]``."""
         d, schedule = self.denoiser, self.denoiser.schedule
@@ -115,22 +130,19 @@ class Sampler:
         expected = (condition.shape[0], *shape)
         if tuple(z.shape) != expected:
             raise ValueError(f"draw() returned {tuple(z.shape)}; expected [B, *S] = {expected}")
-        ts = time_grid(schedule, self.steps, self.t_min, self.grid, torch.float64, z.device)
-        ts_d = ts.to(_time_dtype(z.dtype))  # the times as the denoiser sees them
-        alpha, sigma = schedule(ts)  # [T + 1] each, float64
+        ts = time_grid(schedule, self.steps, self.t_min, self.grid, torch.float64, "cpu")
+        ts_d = list(ts.to(_time_dtype(z.dtype)).to(z.device).unbind())  # the times as the denoiser sees them
+        coef = self._coefficients(*schedule(ts))  # Python floats, computed once (no per-step tensor ops)
 
-        x = alpha[0] * d(sigma[0] * z, ts_d[0], condition) + sigma[0] * z
-        for i in range(self.steps):
-            alpha_t, sigma_t, alpha_s, sigma_s = alpha[i], sigma[i], alpha[i + 1], sigma[i + 1]
+        a1, s1 = coef[0]["alpha_t"], coef[0]["sigma_t"]
+        x = a1 * d(s1 * z, ts_d[0], condition) + s1 * z
+        for i, c in enumerate(coef):
             x_hat = d(x, ts_d[i], condition)
-            eps_hat = (x - alpha_t * x_hat) / sigma_t
-            ratio = (alpha_t * sigma_s) / (alpha_s * sigma_t)
-            tau = self.eta * sigma_s * torch.sqrt((1 - ratio**2).clamp(min=0.0))
-            x = alpha_s * x_hat + torch.sqrt((sigma_s**2 - tau**2).clamp(min=0.0)) * eps_hat
+            eps_hat = (x - c["alpha_t"] * x_hat) / c["sigma_t"]
+            x = c["alpha_s"] * x_hat + c["keep"] * eps_hat
             if self.eta > 0:
-                x = x + tau * draw()
-            delta = self.delta * sigma_s**2
+                x = x + c["tau"] * draw()
             for _ in range(self.corrections):
-                score = (alpha_s * d(x, ts_d[i + 1], condition) - x) / sigma_s**2
-                x = x + delta * score + torch.sqrt(2 * delta) * draw()
+                score = (c["alpha_s"] * d(x, ts_d[i + 1], condition) - x) / c["sigma_s"] ** 2
+                x = x + c["delta"] * score + c["langevin"] * draw()
         return d(x, ts_d[-1], condition)

@@ -13,6 +13,18 @@ weighted (:mod:`pipeline.models.skill`):
 
 RMSE and CRPS "normalised" are averages over the channels in units of each channel's standard
 deviation; physical columns name the channel.
+
+Rollouts (what cycling asks of an emulator; :func:`pipeline.models.skill.rollout_skill`), on the
+independent trajectory when ``--test`` is given, else on the held-out tail:
+
+- the *mean rollout* (the ``t = 1`` mean fed back as the next condition) against persistence by
+  lead, and the last lead at which it still beats persistence;
+- *sampled rollouts* of ``sampled_days`` (30) days with the filter's own sampler: the fraction of
+  values outside ``[min, max]`` of the training climatology (per channel, normalised) and the
+  largest ``|z|``, at the last lead and the worst over all leads;
+- the spread/error ratio ``sqrt((1 + 1/M) spread² / mse)`` of the sampled ensemble at 1, 4 and 16 steps.
+
+``quick=True`` shrinks every count (a smoke run for tests, seconds on a CPU; its numbers are not skill).
 """
 
 from __future__ import annotations
@@ -40,10 +52,70 @@ def _load(checkpoint: Path, store: Path):
     return meta, data, layout
 
 
+RATIO_LEADS = (1, 4, 16)
+QUICK = dict(members=2, times=2, steps=2, leads=6, sampled_days=1, starts=1, rollout_members=2)
+
+
+def rollout_section(den, z: "torch.Tensor", train_z: "torch.Tensor", layout, leads: int = 60, sampled_days: int = 30,
+                    starts: int = 4, members: int = 4, steps: int = 16, seed: int = 0) -> tuple[str, dict]:
+    """Markdown and numbers of the rollout scores on ``z`` ``[T, C, H, W]`` (normalised)."""
+    from ..models.skill import rollout_skill
+
+    lo, hi = train_z.amin(dim=(0, 2, 3)), train_z.amax(dim=(0, 2, 3))
+    sampled = 4 * sampled_days
+    r = rollout_skill(den, z, layout, starts=starts, leads=leads, members=members, sampled_leads=sampled,
+                      steps=steps, seed=seed, bounds=(lo, hi), margin=0.0)
+    by = r["sampled"]
+    n = len(by["outside"])
+    until = r["beats_persistence_until"]
+    out = {"beats_persistence_until_steps": until,
+           "beats_persistence_until_days": None if until is None else until / 4,
+           "mean_rmse": r["mean_rmse"], "persistence_rmse": r["persistence_rmse"],
+           "sampled_leads_run": n, "sampled_leads": sampled,
+           "outside_last": by["outside"][-1], "outside_worst": max(by["outside"]),
+           "max_abs_z_last": by["max_abs"][-1], "max_abs_z_worst": max(by["max_abs"]),
+           "training_max_abs_z": float(train_z.abs().max()),
+           "spread_error_ratio": {lead: by["spread_error_ratio"][lead - 1] for lead in RATIO_LEADS if lead <= n},
+           "spread": {lead: by["spread"][lead - 1] for lead in RATIO_LEADS if lead <= n},
+           "rmse_ensemble_mean": {lead: by["rmse_ensemble_mean"][lead - 1] for lead in RATIO_LEADS if lead <= n},
+           "starts": r["starts"], "members": members, "steps": steps}
+    show = sorted({lead for lead in (1, 2, 4, 8, 12, 16, 20, 28, 40, 60, 80, 120) if lead <= leads} | {leads})
+    rows = [[f"{lead} ({lead / 4:g} d)", f"{r['mean_rmse'][lead - 1]:.4f}", f"{r['persistence_rmse'][lead - 1]:.4f}",
+             f"{1 - r['mean_rmse'][lead - 1] / r['persistence_rmse'][lead - 1]:+.1%}"] for lead in show]
+    beats = (f"at every lead up to {leads} steps ({leads / 4:g} days)" if until is None
+             else f"up to {until} steps ({until / 4:g} days) and not from step {until + 1} on" if until
+             else "at no lead (not even 6 hours)")
+    ratio_rows = [[str(lead), f"{out['rmse_ensemble_mean'][lead]:.4f}", f"{out['spread'][lead]:.4f}",
+                   f"{out['spread_error_ratio'][lead]:.2f}"] for lead in RATIO_LEADS if lead <= n]
+    stopped = "" if n == sampled else f" (stopped after {n} steps: non-finite states)"
+    body = (
+        f"Mean rollout ({r['starts']} starts; the t = 1 mean fed back), latitude-weighted RMSE in normalised "
+        f"units against persistence of the start state:\n\n"
+        + markdown_table(["lead (steps)", "mean rollout RMSE", "persistence RMSE", "skill vs persistence"], rows)
+        + f"\n\nThe mean rollout beats persistence {beats}.\n\n"
+        f"Sampled rollouts: {r['starts']} starts x {members} members, {sampled} steps ({sampled_days} days){stopped}, "
+        f"each step drawn by the filter's sampler ({steps} probability-flow steps). Outside the training "
+        f"climatology's [min, max] (per channel): {out['outside_last']:.2%} of values at the last lead, "
+        f"{out['outside_worst']:.2%} at the worst lead; max |z| {out['max_abs_z_last']:.2f} at the last lead, "
+        f"{out['max_abs_z_worst']:.2f} at the worst (training data: max |z| {out['training_max_abs_z']:.2f}).\n\n"
+        + markdown_table(["lead (steps)", "ensemble-mean RMSE", "spread", "spread/error ratio"], ratio_rows)
+        + "\n")
+    return body, out
+
+
 def run_skill(checkpoint: Path, store: Path, test: Path | None = None, members: int = 8, times: int = 16,
-              steps: int = 16, seed: int = 0, log: Callable[[str], None] = lambda s: None) -> tuple[str, dict]:
+              steps: int = 16, seed: int = 0, log: Callable[[str], None] = lambda s: None,
+              rollout: dict | None = None, quick: bool = False) -> tuple[str, dict]:
+    """Markdown and numbers of ``diffda bench skill`` (``rollout``: keyword arguments of :func:`rollout_section`,
+    ``None`` to skip the rollouts; ``quick``: the :data:`QUICK` counts)."""
     from ..models.neural import NeuralDenoiser
     from ..models.skill import forecast_skill, probabilistic_skill
+
+    if quick:
+        members, times, steps = QUICK["members"], QUICK["times"], QUICK["steps"]
+        if rollout is not None:
+            rollout = {**rollout, "leads": QUICK["leads"], "sampled_days": QUICK["sampled_days"],
+                       "starts": QUICK["starts"], "members": QUICK["rollout_members"], "steps": QUICK["steps"]}
 
     meta, data, layout = _load(checkpoint, store)
     val_fraction = float(meta.get("training", {}).get("options", {}).get("val_fraction", 0.1))
@@ -65,10 +137,20 @@ def run_skill(checkpoint: Path, store: Path, test: Path | None = None, members: 
     results["ensemble"] = probabilistic_skill(den, val_z, train_z, layout, members=members, times=times,
                                               steps=steps, seed=seed)
     log(f"ensemble skill in {time.perf_counter() - tic:.0f} s")
+    test_z = None
     if test is not None:
         _, tdata, _ = _load(checkpoint, test)
-        results["test_fp32"] = forecast_skill(den, norm.normalise(tdata.double()).float(), clim, layout)
+        test_z = norm.normalise(tdata.double()).float()
+        results["test_fp32"] = forecast_skill(den, test_z, clim, layout)
         results["test_times"] = int(tdata.shape[0])
+    rollout_body = ""
+    if rollout is not None:
+        tic = time.perf_counter()
+        on = test_z if test_z is not None else val_z
+        rollout_body, results["rollout"] = rollout_section(den, on, train_z, layout, seed=seed, **rollout)
+        where = f"`{test}` (independent trajectory)" if test_z is not None else "the held-out tail"
+        rollout_body = f"\n### Rollouts on {where}\n\n" + rollout_body
+        log(f"rollouts in {time.perf_counter() - tic:.0f} s")
 
     names = layout.channel_names()
     show = [n for n in SHOW if n in names]
@@ -116,7 +198,9 @@ def run_skill(checkpoint: Path, store: Path, test: Path | None = None, members: 
                  f"{t['rmse_model']:.4f}, persistence {t['rmse_persistence']:.4f}, climatology "
                  f"{t['rmse_climatology']:.4f} (normalised); {show[0]} {t['rmse_model_physical'][show[0]]:.3g} vs "
                  f"{t['rmse_persistence_physical'][show[0]]:.3g} {unit(show[0])} for persistence.\n")
-    return body, results
+    if quick:
+        body = "Quick mode (`--quick`): smoke-test counts, not a measurement of skill.\n\n" + body
+    return body + rollout_body, results
 
 
 def run_assimilation_skill(data_dir: Path, out_root: Path, overrides: list[str], free: bool = True,

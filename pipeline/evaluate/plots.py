@@ -1,4 +1,4 @@
-"""The run's PNG: RMSE (analysis and forecast), spread and ESS over cycles."""
+"""The run's PNG: RMSE (analysis, forecast and, with run.free_baseline, the free run), spread and ESS over cycles."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def plot_cycles(path: str | Path, diagnostics: dict[str, np.ndarray], n_particle
 
     cycles = np.arange(1, len(diagnostics["ess"]) + 1)
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    for key, label in (("rmse_forecast", "RMSE forecast"), ("rmse_analysis", "RMSE analysis"), ("spread_analysis", "spread analysis")):
+    for key, label in (("rmse_forecast", "RMSE forecast"), ("rmse_analysis", "RMSE analysis"), ("rmse_free", "RMSE free run"),
+                       ("spread_analysis", "spread analysis")):
         if key in diagnostics and np.isfinite(diagnostics[key]).any():
             ax1.plot(cycles, diagnostics[key], label=label, lw=1)
     ax1.set_ylabel("error / spread")

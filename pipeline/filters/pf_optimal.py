@@ -78,7 +78,7 @@ class OptimalProposalPF:
             raise ValueError(
                 f"filter.weights=inflated needs an {obs.size}x{obs.size} covariance per particle; "
                 f"above {self.max_dense_obs} observations use filter.weights=seed or guidance.covariance=diagonal")
-        noise = ParticleNoise(p.seed, cycle, ens.ids.tolist(), "predict", ens.x.device, ens.x.dtype)
+        noise = ParticleNoise(p.seed, cycle, ens.ids, "predict", ens.x.device, ens.x.dtype)
         _, sigma_1 = p.denoiser.schedule(one)
         out = []
         for rows in p.batches(ens.n_local):

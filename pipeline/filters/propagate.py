@@ -3,7 +3,10 @@ r"""Particle propagation by (guided) reverse diffusion, in micro-batches, with p
 - ``predict_mean``: ``m_i = d(sigma_1 eps_i, t=1; x_i)``, one denoiser call per particle, an
   estimate of ``E[x^{k+1} | x^k_i]``.
 - ``propagate``: ``x^{k+1}_i ~ p(x^{k+1} | x^k_i[, y])`` by the sampler, the denoiser wrapped in
-  likelihood guidance when an observation is given.
+  likelihood guidance when an observation is given. Without an observation, a denoiser that is an
+  :class:`~pipeline.diffusion.denoiser.ExactTransition` (the exact Gaussian denoiser of the twins) is
+  sampled in one exact draw ``x^{k+1}_i = sample_transition(x^k_i, z_i)`` instead (``exact``), one
+  batched call per micro-batch.
 
 All randomness comes from streams keyed by (seed, cycle, particle id, purpose) (:mod:`pipeline.rng`),
 so results do not depend on micro-batch size or rank count.
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ..diffusion.denoiser import Denoiser
+from ..diffusion.denoiser import Denoiser, ExactTransition
 from ..diffusion.guidance import make_guidance
 from ..diffusion.observation import Observation
 from ..diffusion.sampler import Sampler
@@ -56,6 +59,20 @@ class TimedDenoiser:
         self.timer.items += int(x_t.shape[0])
         return out
 
+    def sample_transition(self, condition: Tensor, z: Tensor) -> Tensor:
+        """The inner denoiser's exact draw, timed as one call."""
+        sync = z.is_cuda
+        if sync:
+            torch.cuda.synchronize(z.device)
+        start = time.perf_counter()
+        out = self.inner.sample_transition(condition, z)
+        if sync:
+            torch.cuda.synchronize(z.device)
+        self.timer.seconds += time.perf_counter() - start
+        self.timer.calls += 1
+        self.timer.items += int(z.shape[0])
+        return out
+
 
 @dataclass
 class Propagator:
@@ -70,19 +87,21 @@ class Propagator:
     guidance_options: dict
     micro_batch: int
     seed: int
+    exact: bool = True  # unguided: one exact draw when the denoiser is an ExactTransition
     timer: Timer = field(default_factory=Timer)
 
     def __post_init__(self) -> None:
         self.timed = TimedDenoiser(self.denoiser, self.timer)
 
     def batches(self, n: int):
+        """Row slices of at most ``micro_batch`` particles (all ``n`` when ``micro_batch = 0``)."""
         size = self.micro_batch if self.micro_batch > 0 else n
         for start in range(0, n, max(size, 1)):
-            yield list(range(start, min(n, start + size)))
+            yield slice(start, min(n, start + size))
 
     def predict_mean(self, x_prev: Tensor, ids: Tensor, cycle: int, state_shape: tuple[int, ...]) -> Tensor:
         """``d(sigma_1 eps, 1; x^k)`` per particle: ``[n, *S]``."""
-        noise = ParticleNoise(self.seed, cycle, ids.tolist(), "predict", x_prev.device, x_prev.dtype)
+        noise = ParticleNoise(self.seed, cycle, ids, "predict", x_prev.device, x_prev.dtype)
         one = torch.ones((), dtype=x_prev.dtype, device=x_prev.device)
         _, sigma_1 = self.denoiser.schedule(one)
         out = []
@@ -95,13 +114,17 @@ class Propagator:
     def propagate(self, x_prev: Tensor, ids: Tensor, cycle: int, state_shape: tuple[int, ...],
                   observation: Observation | None) -> Tensor:
         """Samples ``x^{k+1}_i`` for each particle: ``[n, *S]``."""
+        noise = ParticleNoise(self.seed, cycle, ids, "propagate", x_prev.device, x_prev.dtype)
+        if observation is None and self.exact and isinstance(self.denoiser, ExactTransition):
+            out = [self.timed.sample_transition(x_prev[rows], noise.normal(rows, state_shape))
+                   for rows in self.batches(len(ids))]
+            return torch.cat(out) if out else x_prev.new_zeros((0, *state_shape))
         if observation is None:
             denoiser = self.timed
         else:
             denoiser = make_guidance(self.guidance, self.timed, observation, **self.guidance_options)
         sampler = Sampler(denoiser, steps=self.steps, eta=self.eta, corrections=self.corrections,
                           delta=self.delta, t_min=self.t_min, grid=self.grid)
-        noise = ParticleNoise(self.seed, cycle, ids.tolist(), "propagate", x_prev.device, x_prev.dtype)
         out = []
         for rows in self.batches(len(ids)):
             draw = lambda rows=rows: noise.normal(rows, state_shape)  # noqa: E731

@@ -5,6 +5,7 @@ With ``x_t = alpha_t x' + sigma_t eps`` and condition ``x``:
     d(x_t, t; x) = E[x' | x_t, x] = m + alpha_t q / (alpha_t^2 q + sigma_t^2) (x_t - alpha_t m),
 
 and the Tweedie covariance ``V[x' | x_t, x] = q sigma_t^2 / (alpha_t^2 q + sigma_t^2) I``.
+It is an ``ExactTransition``: ``x' = m(x) + sqrt(q) z`` is drawn in one step when no guidance is needed.
 ``q`` may be a scalar or a ``[D]`` vector (diagonal ``Q``); ``q = 0`` gives ``d = m``.
 Shapes: ``x_t`` ``[B, D]``, ``t`` scalar or ``[B]``, ``condition`` ``[B, D]``.
 """
@@ -29,6 +30,11 @@ class GaussianDenoiser:
     def mean(self, condition: Tensor) -> Tensor:
         """``m(x)``: ``[B, D]``."""
         return self.dynamics(condition)
+
+    def sample_transition(self, condition: Tensor, z: Tensor) -> Tensor:
+        """``m(x) + sqrt(q) z``: an exact draw of ``x' | x``, ``[B, D]``."""
+        q = self.q.to(device=z.device, dtype=z.dtype)
+        return self.dynamics(condition) + torch.sqrt(q) * z
 
     def __call__(self, x_t: Tensor, t: Tensor, condition: Tensor) -> Tensor:
         alpha, sigma = self.schedule(expand_time(torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device), x_t))

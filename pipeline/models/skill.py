@@ -172,7 +172,7 @@ def probabilistic_skill(denoiser: NeuralDenoiser, z: Tensor, pool: Tensor, layou
 @torch.no_grad()
 def rollout_skill(denoiser: NeuralDenoiser, z: Tensor, layout: GridLayout, starts: int = 4, leads: int = 60,
                   members: int = 4, sampled_leads: int = 120, steps: int = 16, seed: int = 0,
-                  bounds: tuple[Tensor, Tensor] | None = None, batch: int = 16) -> dict:
+                  bounds: tuple[Tensor, Tensor] | None = None, batch: int = 16, margin: float = 0.1) -> dict:
     r"""Multi-step skill: what cycling asks of an emulator.
 
     - *mean rollout*: from ``starts`` start times of ``z`` ``[T, C, H, W]`` (normalised), the ``t = 1``
@@ -183,18 +183,19 @@ def rollout_skill(denoiser: NeuralDenoiser, z: Tensor, layout: GridLayout, start
       sampler (the denoiser's schedule, ``steps`` probability-flow steps), for ``sampled_leads``
       steps; by lead, the ensemble-mean RMSE, the spread and their ratio
       ``sqrt((1 + 1/M) var / mse)`` (1 when calibrated), the largest ``|z|`` and the fraction of
-      values outside the climatological range ``bounds = (lo [C], hi [C])`` widened by 10 % of
-      its width on each side.
+      values outside the climatological range ``bounds = (lo [C], hi [C])`` widened by ``margin``
+      (10 %) of its width on each side. The starts leave room for ``leads`` true states; sampled
+      leads beyond the end of ``z`` are run (range, ``|z|``, spread) but not scored (NaN RMSE).
     """
     from ..diffusion.sampler import Sampler
 
     k_hist = denoiser.history
     w = latitude_weights(layout.latitude, z)
     device = next(denoiser.net.parameters()).device
-    total = max(leads, sampled_leads)
-    first = torch.linspace(k_hist - 1, z.shape[0] - 1 - total, starts).round().long().tolist()
-    if first and first[-1] < k_hist - 1:
+    total = leads
+    if z.shape[0] - 1 - total < k_hist - 1:
         raise ValueError(f"trajectory of {z.shape[0]} times is too short for {total} leads")
+    first = torch.linspace(k_hist - 1, z.shape[0] - 1 - total, starts).round().long().tolist()
     g = torch.Generator().manual_seed(seed)
     one = torch.ones((), dtype=z.dtype)
     _, sigma_1 = denoiser.schedule(one)
@@ -221,7 +222,7 @@ def rollout_skill(denoiser: NeuralDenoiser, z: Tensor, layout: GridLayout, start
     sampler = Sampler(denoiser, steps=steps)
     lo, hi = bounds if bounds is not None else (z.amin(dim=(0, 2, 3)), z.amax(dim=(0, 2, 3)))
     width = hi - lo
-    lo_c, hi_c = (lo - 0.1 * width)[:, None, None], (hi + 0.1 * width)[:, None, None]
+    lo_c, hi_c = (lo - margin * width)[:, None, None], (hi + margin * width)[:, None, None]
     cond = torch.stack([z[i - k_hist + 1: i + 1] for i in first for _ in range(members)]).to(device)
     by_lead = {"rmse_ensemble_mean": [], "spread": [], "spread_error_ratio": [], "max_abs": [], "outside": []}
     for lead in range(1, sampled_leads + 1):
@@ -233,12 +234,15 @@ def rollout_skill(denoiser: NeuralDenoiser, z: Tensor, layout: GridLayout, start
         x = torch.cat(outs)
         cond = torch.cat([cond[:, 1:], x[:, None]], dim=1)
         ens = x.cpu().reshape(len(first), members, *x.shape[1:])
-        target = torch.stack([z[i + lead] for i in first])
-        mse = float(score(ens.mean(1), target).mean())
         var = float((ens.var(1) * w).mean()) if members > 1 else 0.0
+        if max(first) + lead < z.shape[0]:
+            target = torch.stack([z[i + lead] for i in first])
+            mse = float(score(ens.mean(1), target).mean())
+        else:
+            mse = float("nan")
         by_lead["rmse_ensemble_mean"].append(mse**0.5)
         by_lead["spread"].append(var**0.5)
-        by_lead["spread_error_ratio"].append(((1 + 1 / members) * var / mse) ** 0.5 if mse > 0 else float("nan"))
+        by_lead["spread_error_ratio"].append(((1 + 1 / members) * var / mse) ** 0.5 if mse > 0 else float("nan"))  # NaN > 0 is False
         by_lead["max_abs"].append(float(ens.abs().max()))
         by_lead["outside"].append(float(((ens < lo_c) | (ens > hi_c)).double().mean()))
         if not torch.isfinite(ens).all():

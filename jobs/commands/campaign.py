@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobs import campaign
+    from .. import campaign
     from pipeline.errors import DiffdaError
 
     if args.resume is not None:

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .run import add_run_arguments
+from pipeline.commands.run import add_run_arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,9 +36,9 @@ def add_submit_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobs.assimilate import Assimilate
-    from jobs.profiles import load_profile
-    from jobs.submission import check, make_executor, resolve_run
+    from ..assimilate import Assimilate
+    from ..profiles import load_profile
+    from ..submission import check, make_executor, resolve_run
 
     spec = resolve_run(args.config, args.overrides, args.data, args.out, args.preset)
     profile = load_profile(args.profile)
@@ -78,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
 
 def wait_for(job, executor: str) -> int:
     """Block until ``job`` ends; 0 when it completed its run, 1 otherwise (with its log's tail)."""
-    from jobs import slurmctl
+    from .. import slurmctl
 
     if executor == "slurm":
         def show(infos):
@@ -91,7 +91,7 @@ def wait_for(job, executor: str) -> int:
     else:
         job.wait()
         state = job.state
-    from jobs.submission import read_result
+    from ..submission import read_result
 
     outcome = read_result(Path(job.paths.result_pickle))
     ok = outcome is not None and outcome[0] == "success"

@@ -28,7 +28,7 @@ def _clock(t: float | None) -> str:
 
 
 def collect(root: Path) -> tuple[list, dict]:
-    from jobs import campaign
+    from .. import campaign
 
     root = root.resolve()
     if (root / campaign.MANIFEST).exists():
@@ -61,7 +61,7 @@ def _run_cycles(root: Path) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobs import campaign
+    from .. import campaign
 
     states, manifest = collect(args.dir)
     now = time.time()

@@ -1,0 +1,1 @@
+"""The SLURM sub-commands of ``diffda`` (submit, campaign, status, prepare --profile): :mod:`jobs.cli` adds them."""

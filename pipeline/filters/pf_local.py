@@ -1,0 +1,167 @@
+r"""A localised particle filter with the diffusion proposal, in the manner of Penny & Miyoshi (2016).
+
+Per cycle:
+
+1. predictive means ``m_i = d(sigma_1 eps_i, t = 1; x^k_i)`` (as :mod:`.pf_optimal`); per-observation
+   log-likelihoods ``l_io = log N(y_o | H(m_i)_o, r_o)`` (the seed's weights; ``[N, M]``, all ranks);
+2. local log-weights per column ``p`` with R-localisation, ``log w_pi = log w_i + alpha_p sum_o
+   GC(d_po / c) l_io`` (the taper divides ``r_o``, as in the LETKF); ``alpha_p`` by adaptive
+   tempering per column when ``band`` is set (:mod:`.tempering`'s rule, vectorised over columns);
+3. local systematic resampling: per column, ancestors ``a_pj`` from the column's weights with ONE
+   uniform shared by all columns (and ranks), so neighbouring columns whose weights agree pick the
+   same parents for the same slot ``j`` (sorted ancestors: a small change of weights moves few slots);
+4. continuity: the resampling is the transform ``T_p[a, j] = 1{a_pj = a}``; it is smoothed over
+   neighbouring columns, ``T~_p = sum_q s_pq T_q`` (``s`` row-normalised Gaspari–Cohn of half-width
+   ``c / 4``), so where neighbours pick different parents the member is a convex blend of them
+   instead of a seam; ``x~_j(p) = sum_a x_a(p) T~_p[a, j]`` on the current (and carried past) states,
+   by the column all-to-all of :mod:`.columns`;
+5. propagation from ``x~_j`` by guided reverse diffusion (the proposal uses the true ``Sigma_y``);
+   weights are uniform afterwards (the local weights are spent in the resampling).
+
+With an infinite radius every column has the global weights, the same ancestors and no smoothing:
+step 3 is the global systematic resampling with ``shared_uniform(seed, cycle)`` and the filter is
+:class:`.pf_optimal.OptimalProposalPF` with seed weights resampling every cycle. Diagnostics: ESS
+and ``alpha`` are means over columns. Jitter (``filter.regularization``) is not applied.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..diffusion.observation import Observation
+from ..distributed.comm import Comm
+from ..rng import shared_uniform
+from .base import CycleResult, Diagnostics
+from .columns import all_ids, column_block, from_columns, to_columns
+from .ensemble import Ensemble, advance, global_log_weights, weighted_moments
+from .letkf import gather_rows
+from .localisation import Geometry, local_observations, smoothing_matrix
+from .propagate import Propagator
+
+SMOOTHING_FRACTION = 0.25  # half-width of the transform smoothing, as a fraction of the localisation radius
+
+
+def per_obs_log_likelihood(obs: Observation, hx: Tensor) -> Tensor:
+    """``log N(y_o | hx_io, r_o)`` ``[B, M]`` float64."""
+    var = obs.variance.double().to(hx.device)
+    r = obs.y.double().to(hx.device) - hx.double()
+    return -0.5 * (r**2 / var + torch.log(2 * torch.pi * var))
+
+
+def batched_ess(log_w: Tensor) -> Tensor:
+    """``1 / sum_i w_pi^2`` per row of unnormalised log-weights ``[P, N]``."""
+    lw = log_w - torch.logsumexp(log_w, 1, keepdim=True)
+    return 1.0 / torch.exp(2 * lw).sum(1)
+
+
+def adaptive_alpha_columns(log_prior: Tensor, log_lik: Tensor, band: tuple[float, float],
+                           iterations: int = 60, alpha_min: float = 1e-12) -> Tensor:
+    """:func:`.tempering.adaptive_alpha` per column: ``log_lik`` ``[P, N]`` -> ``alpha`` ``[P]``
+    (1 where the untempered ESS is at least ``lo N``; bisection on ``log alpha`` elsewhere)."""
+    n = log_lik.shape[1]
+    lo, hi = band[0] * n, band[1] * n
+    log_lik = torch.where(torch.isfinite(log_lik), log_lik, torch.full_like(log_lik, -math.inf))
+
+    def ess(alpha: Tensor) -> Tensor:
+        return batched_ess(log_prior[None, :] + alpha[:, None] * log_lik)
+
+    p = log_lik.shape[0]
+    one = torch.ones(p, dtype=torch.float64)
+    done = ess(one) >= lo
+    result = one.clone()
+    floor = ess(torch.full((p,), alpha_min, dtype=torch.float64)) < lo
+    result[floor & ~done] = alpha_min
+    active = ~done & ~floor
+    a = torch.full((p,), math.log(alpha_min), dtype=torch.float64)
+    b = torch.zeros(p, dtype=torch.float64)
+    for _ in range(iterations):
+        if not bool(active.any()):
+            break
+        mid = 0.5 * (a + b)
+        e = ess(torch.exp(mid))
+        inside = active & (e >= lo) & (e <= hi)
+        result[inside] = torch.exp(mid[inside])
+        active = active & ~inside
+        a = torch.where(active & (e > hi), mid, a)
+        b = torch.where(active & (e < lo), mid, b)
+    result[active] = torch.exp(a[active])
+    return result
+
+
+def local_systematic(log_w: Tensor, u: float) -> Tensor:
+    """Ancestors ``[P, N]`` (sorted per row) by systematic resampling of each row of normalised
+    log-weights ``[P, N]`` with the one uniform ``u`` (as :func:`.resampling.systematic`, per row)."""
+    p, n = log_w.shape
+    cdf = torch.cumsum(torch.exp(log_w), 1)
+    cdf[:, -1] = 1.0
+    points = ((torch.arange(n, dtype=torch.float64) + u) / n).expand(p, n).contiguous()
+    return torch.searchsorted(cdf, points, right=True).clamp(max=n - 1)
+
+
+@dataclass
+class LocalPF:
+    comm: Comm
+    propagator: Propagator
+    state_shape: tuple[int, ...]
+    geometry: Geometry
+    n_total: int
+    radius: float | None = None  # Gaspari–Cohn half-width c; None = infinite (the global PF)
+    seed: int = 0
+    band: tuple[float, float] | None = None  # adaptive tempering per column
+    history: int = 1
+
+    def cycle(self, ens: Ensemble, cycle: int, observation: Observation) -> CycleResult:
+        comm, p, shape = self.comm, self.propagator, self.state_shape
+        m = p.predict_mean(ens.x, ens.ids, cycle, shape)
+        forecast_mean, _ = weighted_moments(comm, m, ens.log_w)
+        log_prior = global_log_weights(comm, ens.ids, ens.log_w)  # [N]
+        x = ens.x
+        diag = Diagnostics(ess=float(batched_ess(log_prior[None])[0]))
+        if observation.size:
+            hm = observation.operator(m) if ens.n_local else m.new_zeros((0, observation.size))
+            ll = gather_rows(comm, ens.ids, per_obs_log_likelihood(observation, hm).cpu(), self.n_total)  # [N, M]
+            log_w, diag = self.local_weights(log_prior, ll, observation)
+            ancestors = local_systematic(log_w, shared_uniform(self.seed, cycle))  # [P, N]
+            x = self.resample(ens.ids, ens.x, ancestors)
+            diag.resampled = True
+        log_w_new = torch.full((ens.n_local,), -math.log(self.n_total), dtype=torch.float64)
+        x_next = p.propagate(x, ens.ids, cycle, shape, observation)
+        return CycleResult(Ensemble(ens.ids, advance(x, x_next, self.history), log_w_new), forecast_mean, diag)
+
+    def local_weights(self, log_prior: Tensor, ll: Tensor, obs: Observation) -> tuple[Tensor, Diagnostics]:
+        """Normalised local log-weights ``[P, N]`` of every column, and the diagnostics."""
+        geo = self.geometry
+        if self.radius is None:  # one set of weights: the global filter's, summed in its order
+            lik = ll.sum(1)[None, :]
+        else:
+            local = local_observations(geo, geo.columns_of(obs.operator.index), self.radius)
+            lik = (ll.T[local.index] * local.coef[:, :, None]).sum(1)  # [P, N]
+        alpha = (adaptive_alpha_columns(log_prior, lik, self.band) if self.band is not None
+                 else torch.ones(lik.shape[0], dtype=torch.float64))
+        lw = log_prior[None, :] + alpha[:, None] * lik
+        if not bool(torch.isfinite(lw).any(1).all()):
+            raise FloatingPointError("pf-local: every particle has zero local weight in some column")
+        lw = lw - torch.logsumexp(lw, 1, keepdim=True)
+        d = Diagnostics(ess=float(batched_ess(lw).mean()), alpha=float(alpha.mean()))
+        return lw.expand(geo.n_columns, -1) if lw.shape[0] == 1 else lw, d
+
+    def resample(self, ids: Tensor, x: Tensor, ancestors: Tensor) -> Tensor:
+        """``x~_j(p) = sum_a x_a(p) T~_p[a, j]`` for this rank's slots ``j`` (``x`` ``[n, (K,) *S]``)."""
+        comm, P, n = self.comm, self.geometry.n_columns, self.n_total
+        block = column_block(P, comm.size, comm.rank)
+        rank_ids = all_ids(comm, ids)
+        xc = to_columns(comm, ids, x.reshape(len(ids), -1, P), n, rank_ids)  # [N, F, P_q]
+        if self.radius is None:  # identical ancestors everywhere: an exact gather
+            a = ancestors[0].to(xc.device)
+            out = xc[a]
+        else:
+            T = torch.zeros(P, n, n, dtype=torch.float64)
+            T.scatter_(1, ancestors[:, None, :], 1.0)  # T[p, a_pj, j] = 1
+            S = smoothing_matrix(self.geometry, SMOOTHING_FRACTION * self.radius)[block]  # [P_q, P]
+            Ts = torch.einsum("qp,pij->qij", S, T)  # [P_q, N, N]
+            out = torch.einsum("ifq,qij->jfq", xc.double().cpu(), Ts).to(xc.dtype).to(xc.device)
+        return from_columns(comm, out, P, rank_ids).reshape(x.shape).to(x.device, x.dtype)

@@ -41,6 +41,7 @@ from .ensemble import Ensemble, advance, global_log_weights, weighted_moments
 from .letkf import gather_rows
 from .localisation import Geometry, local_observations, smoothing_matrix
 from .propagate import Propagator
+from .tempering import adaptive_alpha_columns, batched_ess
 
 SMOOTHING_FRACTION = 0.25  # half-width of the transform smoothing, as a fraction of the localisation radius
 
@@ -50,46 +51,6 @@ def per_obs_log_likelihood(obs: Observation, hx: Tensor) -> Tensor:
     var = obs.variance.double().to(hx.device)
     r = obs.y.double().to(hx.device) - hx.double()
     return -0.5 * (r**2 / var + torch.log(2 * torch.pi * var))
-
-
-def batched_ess(log_w: Tensor) -> Tensor:
-    """``1 / sum_i w_pi^2`` per row of unnormalised log-weights ``[P, N]``."""
-    lw = log_w - torch.logsumexp(log_w, 1, keepdim=True)
-    return 1.0 / torch.exp(2 * lw).sum(1)
-
-
-def adaptive_alpha_columns(log_prior: Tensor, log_lik: Tensor, band: tuple[float, float],
-                           iterations: int = 60, alpha_min: float = 1e-12) -> Tensor:
-    """:func:`.tempering.adaptive_alpha` per column: ``log_lik`` ``[P, N]`` -> ``alpha`` ``[P]``
-    (1 where the untempered ESS is at least ``lo N``; bisection on ``log alpha`` elsewhere)."""
-    n = log_lik.shape[1]
-    lo, hi = band[0] * n, band[1] * n
-    log_lik = torch.where(torch.isfinite(log_lik), log_lik, torch.full_like(log_lik, -math.inf))
-
-    def ess(alpha: Tensor) -> Tensor:
-        return batched_ess(log_prior[None, :] + alpha[:, None] * log_lik)
-
-    p = log_lik.shape[0]
-    one = torch.ones(p, dtype=torch.float64)
-    done = ess(one) >= lo
-    result = one.clone()
-    floor = ess(torch.full((p,), alpha_min, dtype=torch.float64)) < lo
-    result[floor & ~done] = alpha_min
-    active = ~done & ~floor
-    a = torch.full((p,), math.log(alpha_min), dtype=torch.float64)
-    b = torch.zeros(p, dtype=torch.float64)
-    for _ in range(iterations):
-        if not bool(active.any()):
-            break
-        mid = 0.5 * (a + b)
-        e = ess(torch.exp(mid))
-        inside = active & (e >= lo) & (e <= hi)
-        result[inside] = torch.exp(mid[inside])
-        active = active & ~inside
-        a = torch.where(active & (e > hi), mid, a)
-        b = torch.where(active & (e < lo), mid, b)
-    result[active] = torch.exp(a[active])
-    return result
 
 
 def local_systematic(log_w: Tensor, u: float) -> Tensor:

@@ -36,13 +36,23 @@ def advance(x_prev: Tensor, x_next: Tensor, history: int) -> Tensor:
     return x_next if history == 1 else torch.cat((x_prev[:, 1:], x_next[:, None]), dim=1)
 
 
+def gather_rows(comm: Comm, ids: Tensor, *rows: Tensor) -> list[Tensor]:
+    """Every rank's ``rows`` ``[n_r, ...]`` (one tensor per argument) as ``[N, ...]`` on the CPU, in
+    canonical id order (row ``i`` is particle ``i``), identical on every rank."""
+    gid = [i.cpu() for i in comm.all_gather(ids.to(comm.device))]
+    n = sum(len(i) for i in gid)
+    out = []
+    for r in rows:
+        full = r.new_zeros((n, *r.shape[1:]), device="cpu")
+        for i, got in zip(gid, comm.all_gather(r.to(comm.device))):
+            full[i] = got.cpu()
+        out.append(full)
+    return out
+
+
 def global_log_weights(comm: Comm, ids: Tensor, log_w: Tensor) -> Tensor:
     """All log-weights ``[N]`` in canonical id order, identical on every rank (float64)."""
-    all_ids = torch.cat(comm.all_gather(ids.to(comm.device))).cpu()
-    all_lw = torch.cat(comm.all_gather(log_w.double().to(comm.device))).cpu()
-    out = torch.empty_like(all_lw)
-    out[all_ids] = all_lw
-    return out
+    return gather_rows(comm, ids, log_w.double())[0]
 
 
 def global_normalise(comm: Comm, ids: Tensor, log_w: Tensor) -> Tensor:
@@ -71,8 +81,5 @@ def weighted_moments(comm: Comm, x: Tensor, log_w: Tensor) -> tuple[Tensor, Tens
 
 def gather_ensemble(comm: Comm, ens: Ensemble) -> tuple[Tensor, Tensor]:
     """All states ``[N, *S]`` and log-weights ``[N]`` in canonical id order (every rank)."""
-    ids = torch.cat(comm.all_gather(ens.ids.to(comm.device))).cpu()
-    xs = torch.cat(comm.all_gather(ens.x.to(comm.device))).cpu()
-    lw = torch.cat(comm.all_gather(ens.log_w.double().to(comm.device))).cpu()
-    order = torch.argsort(ids)
-    return xs[order], lw[order]
+    xs, lw = gather_rows(comm, ens.ids, ens.x, ens.log_w.double())
+    return xs, lw

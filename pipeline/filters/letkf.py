@@ -29,19 +29,9 @@ from ..diffusion.observation import Observation
 from ..distributed.comm import Comm
 from .base import CycleResult, Diagnostics
 from .columns import all_ids, column_block, from_columns, to_columns
-from .ensemble import Ensemble, advance, weighted_moments
+from .ensemble import Ensemble, advance, gather_rows, weighted_moments
 from .localisation import Geometry, LocalObs, local_observations
 from .propagate import Propagator
-
-
-def gather_rows(comm: Comm, ids: Tensor, rows: Tensor, n_total: int) -> Tensor:
-    """All ranks' ``rows`` ``[n_r, ...]`` as ``[N, ...]`` in canonical id order."""
-    got = comm.all_gather(rows.to(comm.device))
-    gid = comm.all_gather(ids.to(comm.device))
-    out = rows.new_zeros((n_total, *rows.shape[1:])).cpu()
-    for i, r in zip(gid, got):
-        out[i.cpu()] = r.cpu()
-    return out
 
 
 def local_transforms(Y: Tensor, d: Tensor, r_inv: Tensor, local: LocalObs) -> Tensor:
@@ -102,7 +92,7 @@ class LETKF:
         comm, geo, rho = self.comm, self.geometry, self.inflation
         P = geo.n_columns
         hx = obs.operator(xf).double() if len(ids) else xf.new_zeros((0, obs.size), dtype=torch.float64)
-        hx = gather_rows(comm, ids, hx, self.n_total)  # [N, M]
+        hx = gather_rows(comm, ids, hx)[0]  # [N, M]
         ybar = hx.mean(0)
         Y, d = rho * (hx - ybar), obs.y.double().cpu() - ybar
         block = column_block(P, comm.size, comm.rank)

@@ -37,8 +37,7 @@ from ..distributed.comm import Comm
 from ..rng import shared_uniform
 from .base import CycleResult, Diagnostics
 from .columns import all_ids, column_block, from_columns, to_columns
-from .ensemble import Ensemble, advance, global_log_weights, weighted_moments
-from .letkf import gather_rows
+from .ensemble import Ensemble, advance, gather_rows, global_log_weights, weighted_moments
 from .localisation import Geometry, local_observations, smoothing_matrix
 from .propagate import Propagator
 from .tempering import adaptive_alpha_columns, batched_ess
@@ -84,7 +83,7 @@ class LocalPF:
         diag = Diagnostics(ess=float(batched_ess(log_prior[None])[0]))
         if observation.size:
             hm = observation.operator(m) if ens.n_local else m.new_zeros((0, observation.size))
-            ll = gather_rows(comm, ens.ids, per_obs_log_likelihood(observation, hm).cpu(), self.n_total)  # [N, M]
+            ll = gather_rows(comm, ens.ids, per_obs_log_likelihood(observation, hm).cpu())[0]  # [N, M]
             log_w, diag = self.local_weights(log_prior, ll, observation)
             ancestors = local_systematic(log_w, shared_uniform(self.seed, cycle))  # [P, N]
             x = self.resample(ens.ids, ens.x, ancestors)

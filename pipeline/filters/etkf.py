@@ -25,17 +25,25 @@ from .ensemble import Ensemble, advance, gather_ensemble, weighted_moments
 from .propagate import Propagator
 
 
+def ensemble_transforms(Y: Tensor, w: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
+    """``(wbar [P, N], W [P, N, N])`` for ``P`` analyses at once (the LETKF's columns; one for the
+    ETKF) from obs anomalies ``Y`` ``[P, N, L]`` (inflated), the (localised) ``R^-1`` diagonal ``w``
+    ``[P, L]`` and innovations ``d`` ``[P, L]`` (float64; an eigendecomposition of the symmetric
+    ``(N - 1) I + Y R^-1 Y^T``)."""
+    n = Y.shape[1]
+    eye = torch.eye(n, dtype=torch.float64, device=Y.device)
+    Yw = Y * w[:, None, :]
+    evals, evecs = torch.linalg.eigh((n - 1) * eye + Yw @ Y.transpose(1, 2))  # [P, N], [P, N, N]
+    wbar = ((evecs / evals[:, None, :]) @ evecs.transpose(1, 2)) @ (Yw @ d[:, :, None])  # Pa Y^T R^-1 d
+    W = (evecs * torch.sqrt((n - 1) / evals)[:, None, :]) @ evecs.transpose(1, 2)  # [(N - 1) Pa]^(1/2)
+    return wbar[..., 0], W
+
+
 def etkf_transform(Y: Tensor, d: Tensor, r_inv: Tensor) -> tuple[Tensor, Tensor]:
     """``(wbar [N], W [N, N])`` from obs anomalies ``Y`` ``[N, M]`` (inflated), innovation
-    ``d = y - ybar`` ``[M]`` and ``R^-1`` diagonal ``[M]`` (float64; an eigendecomposition of the
-    symmetric ``(N - 1) I + Y R^-1 Y^T``)."""
-    n = Y.shape[0]
-    C = (Y * r_inv) @ Y.T  # [N, N]
-    evals, evecs = torch.linalg.eigh((n - 1) * torch.eye(n, dtype=torch.float64, device=Y.device) + C)
-    Pa = (evecs / evals) @ evecs.T
-    wbar = Pa @ ((Y * r_inv) @ d)
-    W = (evecs * torch.sqrt((n - 1) / evals)) @ evecs.T
-    return wbar, W
+    ``d = y - ybar`` ``[M]`` and ``R^-1`` diagonal ``[M]``: :func:`ensemble_transforms` of one analysis."""
+    wbar, W = ensemble_transforms(Y[None], r_inv[None], d[None])
+    return wbar[0], W[0]
 
 
 def etkf_analysis(xf: Tensor, obs: Observation, inflation: float) -> Tensor:

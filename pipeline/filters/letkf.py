@@ -30,6 +30,7 @@ from ..distributed.comm import Comm
 from .base import CycleResult, Diagnostics
 from .columns import all_ids, column_block, from_columns, to_columns
 from .ensemble import Ensemble, advance, gather_rows, weighted_moments
+from .etkf import ensemble_transforms
 from .localisation import Geometry, LocalObs, local_observations
 from .propagate import Propagator
 
@@ -39,16 +40,12 @@ def local_transforms(Y: Tensor, d: Tensor, r_inv: Tensor, local: LocalObs) -> Te
     ``[M]``, ``R^-1`` ``[M]`` and the columns' tapered observations (float64)."""
     n = Y.shape[0]
     p, width = local.index.shape
-    eye = torch.eye(n, dtype=torch.float64)
     if width == 0:
-        return eye.expand(p, n, n).clone()
+        return torch.eye(n, dtype=torch.float64).expand(p, n, n).clone()
     Yl = Y.T[local.index].permute(0, 2, 1)  # [P, N, L]
     w = local.coef * r_inv[local.index]  # [P, L]: the localised R^-1
-    Yw = Yl * w[:, None, :]
-    evals, evecs = torch.linalg.eigh((n - 1) * eye + Yw @ Yl.transpose(1, 2))  # [P, N], [P, N, N]
-    wbar = ((evecs / evals[:, None, :]) @ evecs.transpose(1, 2)) @ (Yw @ d[local.index][:, :, None])  # [P, N, 1]
-    W = (evecs * torch.sqrt((n - 1) / evals)[:, None, :]) @ evecs.transpose(1, 2)
-    return wbar + W
+    wbar, W = ensemble_transforms(Yl, w, d[local.index])
+    return wbar[:, :, None] + W
 
 
 def column_analysis(xc: Tensor, T: Tensor, inflation: float, rtps: float) -> Tensor:

@@ -46,32 +46,26 @@ class TimedDenoiser:
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
-    def __call__(self, x_t: Tensor, t: Tensor, condition: Tensor) -> Tensor:
-        sync = x_t.is_cuda
+    def _timed(self, fn, batch: Tensor, *args: Tensor) -> Tensor:
+        """``fn(*args)`` timed as one call over the ``len(batch)`` particles."""
+        sync = batch.is_cuda
         if sync:
-            torch.cuda.synchronize(x_t.device)
+            torch.cuda.synchronize(batch.device)
         start = time.perf_counter()
-        out = self.inner(x_t, t, condition)
+        out = fn(*args)
         if sync:
-            torch.cuda.synchronize(x_t.device)
+            torch.cuda.synchronize(batch.device)
         self.timer.seconds += time.perf_counter() - start
         self.timer.calls += 1
-        self.timer.items += int(x_t.shape[0])
+        self.timer.items += int(batch.shape[0])
         return out
+
+    def __call__(self, x_t: Tensor, t: Tensor, condition: Tensor) -> Tensor:
+        return self._timed(self.inner, x_t, x_t, t, condition)
 
     def sample_transition(self, condition: Tensor, z: Tensor) -> Tensor:
         """The inner denoiser's exact draw, timed as one call."""
-        sync = z.is_cuda
-        if sync:
-            torch.cuda.synchronize(z.device)
-        start = time.perf_counter()
-        out = self.inner.sample_transition(condition, z)
-        if sync:
-            torch.cuda.synchronize(z.device)
-        self.timer.seconds += time.perf_counter() - start
-        self.timer.calls += 1
-        self.timer.items += int(z.shape[0])
-        return out
+        return self._timed(self.inner.sample_transition, z, condition, z)
 
 
 @dataclass

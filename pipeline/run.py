@@ -155,6 +155,11 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
             free_ens = Ensemble(ens.ids.clone(), ens.x.clone(), ens.log_w.clone())
     last_maps = None
 
+    def save(k: int) -> None:  # the filter's particles and, when run, the free baseline's
+        if free_ens is not None:
+            checkpoint.save(free_dir, comm, free_ens, k, fp)
+        checkpoint.save(ckpt_dir, comm, ens, k, fp)
+
     resumed_from = done
     for k in range(done + 1, problem.n_cycles + 1):
         start = time.perf_counter()
@@ -203,18 +208,14 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
             store.write_cycle(k - 1, fields, dims)
         saved = k % cfg.run.checkpoint_every == 0 or k == problem.n_cycles
         if saved:
-            if free_ens is not None:
-                checkpoint.save(free_dir, comm, free_ens, k, fp)
-            checkpoint.save(ckpt_dir, comm, ens, k, fp)
+            save(k)
         if progress is not None:
             progress(k, problem.n_cycles, diag)
         if stop_after is not None and k >= stop_after and k < problem.n_cycles:
             return RunResult({}, out_dir, resumed_from, last_cycle=k)
         if should_stop is not None and k < problem.n_cycles and _any_rank(comm, should_stop()):
             if not saved:
-                if free_ens is not None:
-                    checkpoint.save(free_dir, comm, free_ens, k, fp)
-                checkpoint.save(ckpt_dir, comm, ens, k, fp)
+                save(k)
             return RunResult({}, out_dir, resumed_from, stopped=True, last_cycle=k)
 
     metrics = {}

@@ -16,6 +16,7 @@ import pytest
 import xarray as xr
 
 from tests.test_distributed_mpi import MPIEXEC, ROOT, clean_env
+from tests.test_run_mpi import make_lorenz96
 
 pytestmark = pytest.mark.mpi
 COMMON = ["--preset", "lorenz96", "--set", "run.cycles=10", "--set", "filter.particles=5", "--set", "sampler.steps=4",
@@ -24,10 +25,7 @@ COMMON = ["--preset", "lorenz96", "--set", "run.cycles=10", "--set", "filter.par
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("l96")
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "make-data", "lorenz96", "--out", str(d),
-                    "--set", "cycles=10"], check=True, env=clean_env(), cwd=ROOT, capture_output=True)
-    return d
+    return make_lorenz96(tmp_path_factory.mktemp("l96"), 10)
 
 
 @pytest.mark.parametrize("method, extra", [

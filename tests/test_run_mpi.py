@@ -28,12 +28,16 @@ def run(n: int, data, out, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, env=clean_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
+def make_lorenz96(d, cycles: int):
+    """A Lorenz-96 twin store of ``cycles`` cycles in ``d``, made by the CLI (as users do)."""
+    subprocess.run([sys.executable, "-m", "pipeline.cli", "make-data", "lorenz96", "--out", str(d),
+                    "--set", f"cycles={cycles}"], check=True, env=clean_env(), cwd=ROOT, capture_output=True)
+    return d
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("l96")
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "make-data", "lorenz96", "--out", str(d),
-                    "--set", "cycles=12"], check=True, env=clean_env(), cwd=ROOT, capture_output=True)
-    return d
+    return make_lorenz96(tmp_path_factory.mktemp("l96"), 12)
 
 
 def test_analysis_independent_of_ranks_and_micro_batch(data, tmp_path):

@@ -105,7 +105,7 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         exact=cfg.sampler.exact,
     )
     history = problem.history
-    filt = make_filter(cfg, comm, propagator, shape, history, problem)
+    filt = make_filter(cfg, comm, propagator, problem)
     # run.free_baseline: the same ensemble, same seeds, propagated without observations, timed apart
     baseline = None
     if cfg.run.free_baseline and cfg.filter.method != "free":
@@ -235,15 +235,16 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
     return RunResult(metrics, out_dir, resumed_from, last_cycle=problem.n_cycles)
 
 
-def make_filter(cfg: Config, comm: Comm, propagator: Propagator, shape: tuple[int, ...], history: int,
-                problem: Problem | None = None) -> Filter:
-    """The configured filter (``filter.method``) as one of the classes of :mod:`pipeline.filters`."""
+def make_filter(cfg: Config, comm: Comm, propagator: Propagator, problem: Problem) -> Filter:
+    """The configured filter (``filter.method``) as one of the classes of :mod:`pipeline.filters`,
+    for ``problem``'s state shape, history and (for the localised filters) geometry."""
     from .filters.etkf import ETKF
     from .filters.free import FreeRun
     from .filters.pf_bootstrap import BootstrapPF
     from .filters.pf_optimal import OptimalProposalPF
     from .filters.resample_step import Resampler
 
+    shape, history = tuple(problem.state_shape), problem.history
     f = cfg.filter
     method = f.method
     resampler = Resampler(comm, f.particles, f.resample_threshold, f.regularization, cfg.run.seed)

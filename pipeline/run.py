@@ -20,7 +20,7 @@ import torch
 import xarray as xr
 
 from . import __version__
-from . import particle_checkpoint as checkpoint
+from . import particle_checkpoint
 from .config import Config
 from .distributed.comm import Comm, LocalComm, TimedComm, shard_sizes, shard_start
 from .errors import DiffdaError
@@ -116,7 +116,7 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
 
     ckpt_dir = out_dir / "checkpoint"
     fp = fingerprint(cfg)
-    meta = checkpoint.latest(ckpt_dir)
+    meta = particle_checkpoint.latest(ckpt_dir)
     if meta is not None and fresh:
         meta = None
     if meta is not None and meta.get("fingerprint") != fp:
@@ -133,32 +133,32 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
     comm.barrier()
     if meta is not None:
         skipped: list[str] = []
-        ens, done = checkpoint.load(ckpt_dir, comm, n_total, device, dtype, skipped)
+        ens, done = particle_checkpoint.load(ckpt_dir, comm, n_total, device, dtype, skipped)
         if skipped and log is not None and comm.rank == 0:
             for why in skipped:
                 log(f"skipped checkpoint {why}; resuming after cycle {done}")
     elif cfg.run.init is not None:  # a chained window: the previous run's final particles
         init = Path(cfg.run.init) / "checkpoint"
-        if checkpoint.latest(init) is None:
+        if particle_checkpoint.latest(init) is None:
             raise DiffdaError(f"run.init={cfg.run.init}: no checkpoint there (has that run finished?)")
-        ens, _ = checkpoint.load(init, comm, n_total, device, dtype)
+        ens, _ = particle_checkpoint.load(init, comm, n_total, device, dtype)
         done = 0
     else:
         ens, done = _initial_ensemble(problem, cfg, comm, n_total, device, dtype), 0
     free_ens = None
     if baseline is not None:
-        if meta is not None and checkpoint.latest(free_dir) is not None:
-            free_ens, _ = checkpoint.load(free_dir, comm, n_total, device, dtype)
-        elif meta is None and cfg.run.init is not None and checkpoint.latest(Path(cfg.run.init) / "checkpoint-free"):
-            free_ens, _ = checkpoint.load(Path(cfg.run.init) / "checkpoint-free", comm, n_total, device, dtype)
+        if meta is not None and particle_checkpoint.latest(free_dir) is not None:
+            free_ens, _ = particle_checkpoint.load(free_dir, comm, n_total, device, dtype)
+        elif meta is None and cfg.run.init is not None and particle_checkpoint.latest(Path(cfg.run.init) / "checkpoint-free"):
+            free_ens, _ = particle_checkpoint.load(Path(cfg.run.init) / "checkpoint-free", comm, n_total, device, dtype)
         elif meta is None:
             free_ens = Ensemble(ens.ids.clone(), ens.x.clone(), ens.log_w.clone())
     last_maps = None
 
     def save(k: int) -> None:  # the filter's particles and, when run, the free baseline's
         if free_ens is not None:
-            checkpoint.save(free_dir, comm, free_ens, k, fp)
-        checkpoint.save(ckpt_dir, comm, ens, k, fp)
+            particle_checkpoint.save(free_dir, comm, free_ens, k, fp)
+        particle_checkpoint.save(ckpt_dir, comm, ens, k, fp)
 
     resumed_from = done
     for k in range(done + 1, problem.n_cycles + 1):

@@ -16,6 +16,8 @@ windows, ``W = 2k+1``, with an empty condition ``[B (L-2k), 0]``; result ``[B, L
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import Tensor
 
@@ -42,6 +44,7 @@ class TrajectoryDenoiser:
         self.window, self.k, self.width = window, k, 2 * k + 1
         self.schedule = window.schedule
         self.calls = 0  # window-denoiser batch calls
+        self.seconds = 0.0  # their forward time
 
     def _windows(self, x: Tensor) -> Tensor:
         """``[B, L, D] -> [B, L-2k, W, D]`` (all windows by their start)."""
@@ -55,7 +58,9 @@ class TrajectoryDenoiser:
         t = torch.as_tensor(t)
         tw = t if t.ndim == 0 else t.repeat_interleave(n)
         self.calls += 1
+        start_s = time.perf_counter()
         out = self.window(windows.reshape(b * n, self.width, d), tw, x_t.new_zeros(b * n, 0))
+        self.seconds += time.perf_counter() - start_s
         out = out.reshape(b, n, self.width, d)
         return out[:, start.to(x_t.device), entry.to(x_t.device)]
 

@@ -131,8 +131,10 @@ class SmootherConfig(Section):
     block: int = Field(0, ge=0, description="states per sampled block (0 = the whole window in one block)")
     overlap: int = Field(0, ge=0, description="states added on each side of a block's kept core, then discarded")
     batch: int = Field(0, ge=0, description="samples per sampler batch; 0 = a rank's samples at once")
-    symmetrise: bool = Field(True, description="MMPS (covariance=jacobian): use (J + J^T)/2 of the composed "
-                             "denoiser's Jacobian J, which is not symmetric when 2k+1 < the window")
+    jacobian: Literal["windows", "symmetric", "composed"] = Field(
+        "windows", description="MMPS covariance=jacobian over the composed prior: windows = the window "
+        "denoisers' Tweedie covariances averaged over their overlaps (symmetric, PSD); symmetric = (J + J^T)/2 "
+        "of the composed Jacobian J; composed = J itself (not symmetric when 2k+1 < the window)")
 
 
 class Config(Section):

@@ -1,11 +1,16 @@
-r"""MMPS over a composed trajectory prior, with the symmetrised Jacobian covariance.
+r"""MMPS over a composed trajectory prior, with a symmetric covariance in place of the composed Jacobian.
 
 The composed denoiser (:mod:`.compose`) takes state ``i`` from the window centred on it, so its
 Jacobian ``J = dx_hat/dx_t`` is banded but not symmetric when ``2k+1 < L`` (row ``i`` sees the
 window of ``i``, row ``j`` that of ``j``). MMPS's ``V = sigma_t^2/alpha_t J`` then is no covariance
-and CG on ``Sigma_y + A V A^T`` diverges. Here ``V = sigma_t^2/alpha_t (J + J^T)/2``:
+and CG on ``Sigma_y + A V A^T`` diverges. Here ``V = sigma_t^2/alpha_t J_bar`` with
 
-    cov_y w = Sigma_y w + sigma_t^2/alpha_t A (J + J^T)/2 A^T w        (one JVP and one VJP),
+- ``covariance="windows"``: ``J_bar`` the window Jacobians averaged over their overlaps
+  (:meth:`.compose.TrajectoryDenoiser.window_covariance`: symmetric PSD; one VJP per product);
+- ``covariance="symmetric"``: ``J_bar = (J + J^T)/2`` (one JVP and one VJP per product; symmetric
+  but not PSD at middle noise levels when ``2k+1 < L``: measured on the linear twin, eigenvalues to -0.28);
+
+    cov_y w = Sigma_y w + sigma_t^2/alpha_t A J_bar A^T w,
     u       = CG-solve(cov_y, y - H(x_hat)),
     d(x_t, t; y) = x_hat + sigma_t^2/alpha_t J^T A^T u                 (the gradient through x_hat).
 
@@ -22,13 +27,18 @@ from ..diffusion.denoiser import Denoiser
 from ..diffusion.guidance.common import ObservationCache, alpha_sigma, per_particle
 from ..diffusion.guidance.mmps import conjugate_gradient
 from ..diffusion.observation import Observation
+from .compose import TrajectoryDenoiser
 
 
-class SymmetricMMPS:
-    def __init__(self, denoiser: Denoiser, observation: Observation, cg_iterations: int = 8):
+class ComposedMMPS:
+    def __init__(self, denoiser: TrajectoryDenoiser, observation: Observation, cg_iterations: int = 8,
+                 covariance: str = "windows"):
         if cg_iterations < 1:
             raise ValueError(f"MMPS needs at least one conjugate-gradient iteration; got {cg_iterations}")
+        if covariance not in ("windows", "symmetric"):
+            raise ValueError(f"ComposedMMPS covariance must be windows or symmetric; got {covariance!r}")
         self.denoiser, self.observation, self.cg_iterations = denoiser, observation, cg_iterations
+        self.covariance = covariance
         self.schedule = denoiser.schedule
         self._obs = ObservationCache(observation)
 
@@ -47,12 +57,16 @@ class SymmetricMMPS:
             z[:, index] = (deriv * w).to(z.dtype)
             return z.reshape(shape)
 
+        windows = self.denoiser.window_covariance(x_t, t) if self.covariance == "windows" else None
+
+        def product(v: Tensor) -> Tensor:  # J_bar v
+            if windows is not None:
+                return windows(v)
+            return 0.5 * (torch.func.jvp(f, (x_t.detach(),), (v,))[1] + vjp_fn(v)[0])
+
         def cov_y(w: Tensor) -> Tensor:
-            v = lift(w)
-            jv = torch.func.jvp(f, (x_t.detach(),), (v,))[1]
-            (jtv,) = vjp_fn(v)
-            sym = (0.5 * (jv + jtv)).flatten(1)[:, index].double()
-            return obs.variance.double() * w + scale * deriv * sym
+            jv = product(lift(w)).flatten(1)[:, index].double()
+            return obs.variance.double() * w + scale * deriv * jv
 
         residual = obs.y.double() - obs.operator(x_hat).double()
         u = conjugate_gradient(cov_y, residual, self.cg_iterations)

@@ -51,7 +51,7 @@ class SmootherSpec:
     block: int = 0
     overlap: int = 0
     batch: int = 0  # samples per sampler batch; 0 = all at once
-    symmetrise: bool = True  # MMPS-Jacobian: (J + J^T)/2 of the composed Jacobian (:mod:`.guidance`)
+    jacobian: str = "windows"  # MMPS-Jacobian: windows | symmetric (:mod:`.guidance`) | composed (plain MMPS)
     stream: int = 0  # the noise streams' "cycle" slot is stream + block (e.g. the window's start)
 
 
@@ -74,14 +74,14 @@ def blocks(length: int, block: int, overlap: int, k: int) -> list[tuple[int, int
 
 
 def posterior_denoiser(prior: TrajectoryDenoiser, obs: Observation, spec: SmootherSpec) -> Denoiser:
-    """The guided trajectory denoiser: MMPS-Jacobian symmetrised (``spec.symmetrise``) or ``make_guidance``."""
+    """The guided trajectory denoiser: MMPS-Jacobian with ``spec.jacobian`` (:mod:`.guidance`), else ``make_guidance``."""
     if not obs.size:
         return prior
     options = dict(spec.guidance_options)
-    if spec.guidance == "mmps" and options.get("covariance", "jacobian") == "jacobian" and spec.symmetrise:
-        from .guidance import SymmetricMMPS
+    if spec.guidance == "mmps" and options.get("covariance", "jacobian") == "jacobian" and spec.jacobian != "composed":
+        from .guidance import ComposedMMPS
 
-        return SymmetricMMPS(prior, obs, options.get("cg_iterations", 8))
+        return ComposedMMPS(prior, obs, options.get("cg_iterations", 8), spec.jacobian)
     return make_guidance(spec.guidance, prior, obs, **options)
 
 

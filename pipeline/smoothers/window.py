@@ -86,7 +86,7 @@ def spec_of(cfg: Config) -> SmootherSpec:
     return SmootherSpec(k=cfg.smoother.window_half_width, steps=s.steps, eta=s.eta, corrections=s.corrections,
                         delta=s.delta, t_min=s.t_min, grid=s.grid, guidance=g.method, guidance_options=options,
                         block=cfg.smoother.block, overlap=cfg.smoother.overlap, batch=cfg.smoother.batch,
-                        symmetrise=cfg.smoother.symmetrise, stream=cfg.run.start << 16)
+                        jacobian=cfg.smoother.jacobian, stream=cfg.run.start << 16)
 
 
 def smooth_window(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = None,

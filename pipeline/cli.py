@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "pipeline.commands.bench",
     "pipeline.commands.train",
     "pipeline.commands.prepare",
+    "pipeline.commands.smooth",
 ]
 
 

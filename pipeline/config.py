@@ -123,6 +123,20 @@ class RunConfig(Section):
                                 "seeds) and report its error beside the analysis (rmse_free, maps.png)")
 
 
+class SmootherConfig(Section):
+    """``diffda smooth``: the trajectory posterior of the window ``run.start .. run.start + run.cycles``."""
+
+    window_half_width: int = Field(2, ge=0, description="k: the window denoiser spans 2k+1 consecutive states")
+    samples: int = Field(64, ge=1, description="S: trajectories sampled (sharded over ranks)")
+    block: int = Field(0, ge=0, description="states per sampled block (0 = the whole window in one block)")
+    overlap: int = Field(0, ge=0, description="states added on each side of a block's kept core, then discarded")
+    batch: int = Field(0, ge=0, description="samples per sampler batch; 0 = a rank's samples at once")
+    jacobian: Literal["windows", "symmetric", "composed"] = Field(
+        "windows", description="MMPS covariance=jacobian over the composed prior: windows = the window "
+        "denoisers' Tweedie covariances averaged over their overlaps (symmetric, PSD); symmetric = (J + J^T)/2 "
+        "of the composed Jacobian J; composed = J itself (not symmetric when 2k+1 < the window)")
+
+
 class Config(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
@@ -131,6 +145,7 @@ class Config(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    smoother: SmootherConfig = Field(default_factory=SmootherConfig)
 
     @field_validator("guidance", mode="before")
     @classmethod

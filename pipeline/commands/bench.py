@@ -108,6 +108,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="config override of the assimilation, e.g. --set filter.particles=16")
     sk.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
     sk.set_defaults(func=skill_bench)
+    sm = bsub.add_parser("smoother", help="the smoother's error against RTS for k and C (linear twin)")
+    sm.add_argument("--k", default="1,2,3,4", help="comma-separated window half-widths")
+    sm.add_argument("--corrections", default="0,1,2", help="comma-separated Langevin corrections C")
+    sm.add_argument("--variants", default="mmps-windows,mmps-diagonal,sda")
+    sm.add_argument("--samples", type=int, default=256)
+    sm.add_argument("--length", type=int, default=15, help="observation times in the window")
+    sm.add_argument("--data", type=Path, default=Path("data/linear-smooth"))
+    sm.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sm.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
+    sm.set_defaults(func=smoother_bench)
     gp = bsub.add_parser("gpu", help="the prepared GPU check: N=256 cycle, fp32/bf16, compile, CUDA graphs, NCCL")
     gp.add_argument("--device", default="cuda", help="cuda (default; refused without one) or cpu (with --quick)")
     gp.add_argument("--quick", action="store_true", help="toy sizes: a smoke run of the code paths")
@@ -261,6 +271,16 @@ def skill_bench(args: argparse.Namespace) -> int:
     _publish(args.report, "skill", "Forecast skill of the neural emulator (sphere)", body)
     print(json.dumps({k: v for k, v in results.items() if k != "ensemble"}, indent=1)[:2000], file=sys.stderr)
     return 0
+
+
+def smoother_bench(args: argparse.Namespace) -> int:
+    from ..smoothers.bench import run_smoother_bench
+
+    apply_overrides({}, args.overrides)  # syntax check before any work
+    body, _ = run_smoother_bench(args.data, [int(k) for k in args.k.split(",")],
+                                 [int(c) for c in args.corrections.split(",")], args.variants.split(","),
+                                 args.samples, args.length, args.overrides, log=_log)
+    return _publish(args.report, "smoother", "Score-based smoother against the RTS oracle (k, C)", body)
 
 
 def gpu_bench(args: argparse.Namespace) -> int:

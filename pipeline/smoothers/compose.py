@@ -16,6 +16,8 @@ windows, ``W = 2k+1``, with an empty condition ``[B (L-2k), 0]``; result ``[B, L
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import Tensor
 
@@ -42,6 +44,7 @@ class TrajectoryDenoiser:
         self.window, self.k, self.width = window, k, 2 * k + 1
         self.schedule = window.schedule
         self.calls = 0  # window-denoiser batch calls
+        self.seconds = 0.0  # their forward time
 
     def _windows(self, x: Tensor) -> Tensor:
         """``[B, L, D] -> [B, L-2k, W, D]`` (all windows by their start)."""
@@ -55,7 +58,9 @@ class TrajectoryDenoiser:
         t = torch.as_tensor(t)
         tw = t if t.ndim == 0 else t.repeat_interleave(n)
         self.calls += 1
+        start_s = time.perf_counter()
         out = self.window(windows.reshape(b * n, self.width, d), tw, x_t.new_zeros(b * n, 0))
+        self.seconds += time.perf_counter() - start_s
         out = out.reshape(b, n, self.width, d)
         return out[:, start.to(x_t.device), entry.to(x_t.device)]
 
@@ -70,3 +75,36 @@ class TrajectoryDenoiser:
         v = self.window.variance(windows.reshape(b * n, self.width, d), tw)
         v = v.expand(b * n, self.width, d).reshape(b, n, self.width, d)
         return v[:, start.to(x_t.device), entry.to(x_t.device)]
+
+    def window_covariance(self, x_t: Tensor, t: Tensor):
+        r"""``V v`` for the overlap-averaged window covariance, as a function of ``v`` ``[B, L, D]``.
+
+        ``V = N^{-1/2} (sum_w P_w^T V_w P_w) N^{-1/2}``, ``V_w = sigma_t^2/alpha_t J_w`` the Tweedie
+        covariance of window ``w`` (``J_w`` its denoiser's Jacobian, symmetric PSD for a posterior-mean
+        denoiser), ``P_w`` the window's selection, ``N = diag(n_i)`` the windows covering state ``i``:
+        symmetric and PSD whatever ``k``, with the window's own variances on the diagonal when
+        ``n_i = 1``. Products are VJPs through one retained graph of all windows; the caller scales
+        by ``sigma_t^2/alpha_t``. Returns ``matvec(v) -> J_bar v`` (without that factor).
+        """
+        b, length, d = x_t.shape
+        n = length - 2 * self.k
+        t = torch.as_tensor(t)
+        tw = t if t.ndim == 0 else t.repeat_interleave(n)
+        leaf = self._windows(x_t.detach()).reshape(b * n, self.width, d).clone().requires_grad_(True)
+        with torch.enable_grad():
+            out = self.window(leaf, tw, x_t.new_zeros(b * n, 0))
+        cover = torch.zeros(length, dtype=x_t.dtype, device=x_t.device)
+        for e in range(self.width):
+            cover[e:e + n] += 1
+        root = cover.rsqrt()[None, :, None]  # N^{-1/2}
+
+        def matvec(v: Tensor) -> Tensor:
+            vw = self._windows(v * root).reshape(b * n, self.width, d)
+            (g,) = torch.autograd.grad(out, leaf, grad_outputs=vw, retain_graph=True)
+            g = g.reshape(b, n, self.width, d)
+            acc = v.new_zeros(b, length, d)
+            for e in range(self.width):  # fold: window s, entry e -> state s + e
+                acc[:, e:e + n] += g[:, :, e]
+            return acc * root
+
+        return matvec

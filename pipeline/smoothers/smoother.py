@@ -13,7 +13,7 @@ widened span; the widened parts are discarded. With ``overlap >= k`` and a few c
 the discarded edges carry the information across block boundaries; the blocks are sampled
 independently, so the joint across a boundary is not kept (the marginals are). ``block = 0``: one block.
 
-Randomness: sample ``s`` of block ``b`` draws from the stream ``(seed, b, s, "propagate")``
+Randomness: sample ``s`` of block ``b`` draws from the stream ``(seed, stream + b, s, "propagate")``
 (:mod:`pipeline.rng`), so a sample does not depend on which rank holds it or on the batch.
 Shapes: ``y`` ``[L, D]``; result ``[len(indices), L, D]``.
 """
@@ -51,6 +51,8 @@ class SmootherSpec:
     block: int = 0
     overlap: int = 0
     batch: int = 0  # samples per sampler batch; 0 = all at once
+    jacobian: str = "windows"  # MMPS-Jacobian: windows | symmetric (:mod:`.guidance`) | composed (plain MMPS)
+    stream: int = 0  # the noise streams' "cycle" slot is stream + block (e.g. the window's start)
 
 
 def blocks(length: int, block: int, overlap: int, k: int) -> list[tuple[int, int, int, int]]:
@@ -71,26 +73,39 @@ def blocks(length: int, block: int, overlap: int, k: int) -> list[tuple[int, int
     return out
 
 
+def posterior_denoiser(prior: TrajectoryDenoiser, obs: Observation, spec: SmootherSpec) -> Denoiser:
+    """The guided trajectory denoiser: MMPS-Jacobian with ``spec.jacobian`` (:mod:`.guidance`), else ``make_guidance``."""
+    if not obs.size:
+        return prior
+    options = dict(spec.guidance_options)
+    if spec.guidance == "mmps" and options.get("covariance", "jacobian") == "jacobian" and spec.jacobian != "composed":
+        from .guidance import ComposedMMPS
+
+        return ComposedMMPS(prior, obs, options.get("cg_iterations", 8), spec.jacobian)
+    return make_guidance(spec.guidance, prior, obs, **options)
+
+
 def smooth(window: Denoiser, y: Tensor, variance: float | Tensor, operator: str, spec: SmootherSpec,
-           seed: int, indices: Sequence[int]) -> tuple[Tensor, int]:
-    """Samples ``[len(indices), L, D]`` of the trajectory posterior, and the window-denoiser calls made."""
+           seed: int, indices: Sequence[int]) -> tuple[Tensor, dict]:
+    """Samples ``[len(indices), L, D]`` of the trajectory posterior (sample ``indices[j]`` in row
+    ``j``), and ``{"calls", "seconds"}``: window-denoiser batch calls and their forward time."""
     length, dim = y.shape
     out = torch.empty(len(indices), length, dim, dtype=y.dtype, device=y.device)
-    calls = 0
+    calls, seconds = 0, 0.0
     var = torch.as_tensor(variance, dtype=y.dtype, device=y.device)
     batch = spec.batch or max(1, len(indices))
     for b, (lo, hi, keep_lo, keep_hi) in enumerate(blocks(length, spec.block, spec.overlap, spec.k)):
         prior = TrajectoryDenoiser(window, spec.k)
         v = var.expand(length, dim)[lo:hi] if var.ndim else var
         obs = Observation.from_field(y[lo:hi], v, operator)
-        posterior = make_guidance(spec.guidance, prior, obs, **spec.guidance_options) if obs.size else prior
+        posterior = posterior_denoiser(prior, obs, spec)
         sampler = Sampler(posterior, spec.steps, spec.eta, spec.corrections, spec.delta, spec.t_min, spec.grid)
         for s0 in range(0, len(indices), batch):
             rows = list(indices[s0:s0 + batch])
-            noise = ParticleNoise(seed, b, rows, "propagate", y.device, y.dtype)
+            noise = ParticleNoise(seed, spec.stream + b, rows, "propagate", y.device, y.dtype)
             draw = lambda: noise.normal(range(len(rows)), (hi - lo, dim))  # noqa: E731
             with torch.no_grad():
                 x = sampler.sample(y.new_zeros(len(rows), 0), draw, (hi - lo, dim))
             out[s0:s0 + len(rows), keep_lo:keep_hi] = x[:, keep_lo - lo:keep_hi - lo]
-        calls += prior.calls
-    return out, calls
+        calls, seconds = calls + prior.calls, seconds + prior.seconds
+    return out, {"calls": calls, "seconds": seconds}

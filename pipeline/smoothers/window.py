@@ -1,0 +1,224 @@
+r"""One smoothing window: twin inputs -> S trajectory samples -> ``analysis.zarr``, ``metrics.json``, a PNG.
+
+The window is the filter's (``run.start``, ``run.cycles``): the ``L`` observation times
+``start+1 .. start+L``. Every rank samples its shard of the ``S = smoother.samples`` trajectories
+(sample ``s`` from its own Philox stream, :mod:`pipeline.rng`, so the result does not depend on the
+rank count); rank 0 gathers them in sample order and writes
+
+- ``analysis.zarr`` in the filter's layout: the posterior mean ``x`` and ``x_spread`` over
+  ``(time, component)``, ``x_members`` with ``run.members``, per-time ``rmse_analysis``,
+  ``spread_analysis``, ``crps_analysis``;
+- ``metrics.json``: their means over the window, wall and denoiser seconds, and on the linear twin
+  the oracle: the Rauch–Tung–Striebel smoother's RMSE and the mean distance of the smoothed mean
+  from the RTS mean in RTS posterior standard deviations (``oracle_error``);
+- ``smooth.png``: truth, observations, smoothed mean +- 2 spread (and RTS) for the first components.
+
+Refused before any sampling (the message names the key): a window shorter than ``2k+1``, a window
+denoiser whose width or variables do not match, observation times missing from the store.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import xarray as xr
+
+from .. import __version__
+from ..config import Config, ConfigError
+from ..diffusion.denoiser import Denoiser
+from ..diffusion.schedules import make_schedule
+from ..distributed.comm import Comm, LocalComm, shard_sizes, shard_start
+from ..errors import InputError
+from ..evaluate.scores import crps
+from ..filters.ensemble import gather_rows
+from .smoother import SmootherSpec, smooth
+
+DIAGNOSTICS = ["rmse_analysis", "spread_analysis", "crps_analysis"]
+
+
+def window_denoiser(cfg: Config, preset: str, params: dict, dim: int) -> Denoiser:
+    """The configured window denoiser over ``2k+1`` states: ``model=gaussian`` (the linear twin's
+    exact window) or ``model=kde`` (windows cut from an archive run of the twin, :mod:`.kde`)."""
+    k = cfg.smoother.window_half_width
+    schedule = make_schedule(cfg.schedule.kind, **cfg.schedule.params)
+    if cfg.model.kind == "gaussian":
+        if preset != "linear":
+            raise ConfigError(f"model=gaussian smooths the linear twin only (the exact window of a linear "
+                              f"chain); data.preset={preset} needs model=kde")
+        from ..models.dynamics import Linear
+        from .gaussian import GaussianWindowDenoiser
+
+        M = Linear(float(params["a"]), float(params["c"])).matrix(dim)
+        return GaussianWindowDenoiser(schedule, M, float(params["q"]) * torch.eye(dim, dtype=torch.float64), k)
+    if cfg.model.kind == "kde":
+        from ..data.twins import simulate
+        from .kde import KDEWindowDenoiser
+
+        g = torch.Generator().manual_seed(10_000 + cfg.run.seed)
+        archive = simulate(preset, params, cfg.model.archive + 2 * k, g)  # independent of the truth
+        return KDEWindowDenoiser.from_trajectory(schedule, archive, k, cfg.model.bandwidth)
+    raise ConfigError(f"model={cfg.model.kind}: diffda smooth takes model=gaussian or model=kde")
+
+
+def check_window(denoiser: Denoiser, k: int, length: int, dim: int) -> None:
+    """Refuse a window shorter than ``2k+1`` and a denoiser of another width or variable count."""
+    if length < 2 * k + 1:
+        raise ConfigError(f"smoother.window_half_width={k} needs a window of at least 2k+1 = {2 * k + 1} "
+                          f"observation times; run.cycles gives {length}")
+    width = getattr(denoiser, "width", None)
+    if width != 2 * k + 1:
+        raise ConfigError(f"the window denoiser spans {width} states but smoother.window_half_width={k} "
+                          f"needs 2k+1 = {2 * k + 1}")
+    if getattr(denoiser, "dim", None) != dim:
+        raise InputError(f"the window denoiser models {getattr(denoiser, 'dim', None)} variables but the "
+                         f"data's state 'x' has {dim} components (data.preset / model)")
+
+
+def spec_of(cfg: Config) -> SmootherSpec:
+    s, g = cfg.sampler, cfg.guidance
+    options = {"mmps": {"cg_iterations": g.cg_iterations, "covariance": g.covariance}, "sda": {"gamma": g.gamma},
+               "dps": {"scale": g.scale}}[g.method]
+    return SmootherSpec(k=cfg.smoother.window_half_width, steps=s.steps, eta=s.eta, corrections=s.corrections,
+                        delta=s.delta, t_min=s.t_min, grid=s.grid, guidance=g.method, guidance_options=options,
+                        block=cfg.smoother.block, overlap=cfg.smoother.overlap, batch=cfg.smoother.batch,
+                        jacobian=cfg.smoother.jacobian, stream=cfg.run.start << 16)
+
+
+def smooth_window(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = None,
+                  log: Callable[[str], None] | None = None) -> dict:
+    """Smooth the window; every rank calls this. Returns the metrics (rank 0; ``{}`` elsewhere)."""
+    from ..problems import load_twin
+
+    comm = comm or LocalComm()
+    wall0 = time.perf_counter()
+    if cfg.data.preset not in ("linear", "lorenz96", "lorenz63"):
+        raise ConfigError(f"diffda smooth runs on the twins (data.preset=linear, lorenz63, lorenz96); "
+                          f"got data.preset={cfg.data.preset}")
+    cfg_twin = cfg.model_copy(update={"model": cfg.model.model_copy(update={"kind": "gaussian"})})
+    problem = load_twin(cfg_twin, data_dir, torch.device("cpu"), torch.float64)  # refuses missing times
+    from ..data.twins import twin_params
+
+    attrs = problem.attrs
+    params = twin_params(problem.attrs["preset"], {k: attrs[k] for k in attrs
+                                                    if k not in ("preset", "cycle_hours", "dim") or
+                                                    (k == "dim" and attrs["preset"] != "lorenz63")})
+    length, dim = problem.n_cycles, problem.state_shape[0]
+    k, n_total = cfg.smoother.window_half_width, cfg.smoother.samples
+    if length < 2 * k + 1:  # before building the denoiser (the KDE simulates an archive)
+        check_window(None, k, length, dim)
+    window = window_denoiser(cfg, attrs["preset"], params, dim)
+    check_window(window, k, length, dim)
+    spec = spec_of(cfg)
+    from .smoother import blocks
+
+    blocks(length, spec.block, spec.overlap, k)  # refuses a block shorter than 2k+1
+    if n_total < comm.size:
+        raise ConfigError(f"smoother.samples={n_total} is fewer than the {comm.size} ranks")
+    y = problem.obs_values.clone()  # [L, D], NaN = not observed
+    truth = problem.truth_values[1:length + 1]  # [L, D]
+    n = shard_sizes(n_total, comm.size)[comm.rank]
+    first = shard_start(n_total, comm.size, comm.rank)
+    ids = torch.arange(first, first + n)
+    x, stats = smooth(window, y, problem.noise_variance, problem.operator, spec, cfg.run.seed, ids.tolist())
+    seconds = torch.cat(comm.all_gather(torch.tensor([stats["seconds"]], dtype=torch.float64))).max()
+    (samples,) = gather_rows(comm, ids, x.double())  # [S, L, D] in sample order, every rank
+    if comm.rank != 0:
+        comm.barrier()
+        return {}
+    metrics = write_outputs(cfg, problem, params, samples, truth, y, out_dir, data_dir)
+    metrics.update(wall_seconds=time.perf_counter() - wall0, denoiser_seconds=float(seconds),
+                   denoiser_calls=int(stats["calls"]) * comm.size, ranks=comm.size)
+    (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    comm.barrier()
+    return metrics
+
+
+def write_outputs(cfg: Config, problem, params: dict, samples: torch.Tensor, truth: torch.Tensor,
+                  y: torch.Tensor, out_dir: Path, data_dir: Path) -> dict:
+    """``analysis.zarr`` and ``smooth.png`` from the samples ``[S, L, D]``; the metrics (no timings)."""
+    from ..data.analysis import AnalysisStore
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_total, length = samples.shape[0], samples.shape[1]
+    mean, var = samples.mean(0), samples.var(0, unbiased=False) if n_total > 1 else torch.zeros_like(samples[0])
+    rmse_t = ((mean - truth) ** 2).mean(-1).sqrt()
+    spread_t = var.mean(-1).sqrt()
+    w = torch.full((n_total,), 1.0 / n_total, dtype=torch.float64)
+    crps_t = torch.tensor([crps(samples[:, i], w, truth[i]) for i in range(length)])
+    members = n_total if cfg.run.members else None
+    attrs = {"config": cfg.to_dict(), "data": str(data_dir), "samples": n_total, "method": "smoother",
+             "title": "diffda smoothed window: posterior mean and spread of the trajectory given all its observations"}
+    path = out_dir / "analysis.zarr"
+    store = AnalysisStore.create(path, problem.template(members), problem.times, attrs, DIAGNOSTICS)
+    fields = {"x": (("time", "component"), mean.numpy()), "x_spread": (("time", "component"), var.sqrt().numpy()),
+              "rmse_analysis": (("time",), rmse_t.numpy()), "spread_analysis": (("time",), spread_t.numpy()),
+              "crps_analysis": (("time",), crps_t.numpy())}
+    if members:
+        fields["x_members"] = (("time", "member", "component"), samples.permute(1, 0, 2).numpy())
+    xr.Dataset(fields).to_zarr(path, region={"time": slice(0, length)}, mode="r+", consolidated=False)
+    store.finalise()
+    metrics: dict = {"rmse_analysis": float(rmse_t.mean()), "spread_analysis": float(spread_t.mean()),
+                     "crps_analysis": float(crps_t.mean()), "window": length, "samples": n_total,
+                     "window_half_width": cfg.smoother.window_half_width, "corrections": cfg.sampler.corrections,
+                     "guidance": cfg.guidance.method, "covariance": cfg.guidance.covariance,
+                     "model": cfg.model.kind, "method": "smoother", "software": f"diffda {__version__}"}
+    rts = None
+    if problem.attrs["preset"] == "linear" and problem.operator == "identity":
+        rts = oracle(params, y, problem.noise_variance, samples, truth)
+        metrics.update({k: v for k, v in rts.items() if not k.startswith("_")})
+    plot_window(out_dir / "smooth.png", truth, y, mean, var.sqrt(), rts,
+                f"{cfg.data.preset}: smoother k={cfg.smoother.window_half_width}, S={n_total}, "
+                f"{cfg.guidance.method}, C={cfg.sampler.corrections}")
+    return metrics
+
+
+def oracle(params: dict, y: torch.Tensor, variance: float, samples: torch.Tensor, truth: torch.Tensor) -> dict:
+    """The RTS smoother of the linear twin beside the samples: RMSE, ``oracle_error`` (mean
+    ``|m - m_RTS| / std_RTS``), ``oracle_spread_ratio`` (mean spread / RTS std) and ``oracle_mc``, three
+    Monte-Carlo standard errors of ``oracle_error`` (``3 spread_ratio / sqrt(S)``)."""
+    from ..models.dynamics import Linear
+    from .gaussian import stationary_covariance
+    from .rts import rts_smoother
+
+    dim = y.shape[1]
+    M = Linear(float(params["a"]), float(params["c"])).matrix(dim)
+    Q = float(params["q"]) * torch.eye(dim, dtype=torch.float64)
+    m, C = rts_smoother(y, M, Q, stationary_covariance(M, Q), variance)
+    std = torch.diagonal(C, dim1=1, dim2=2).sqrt()
+    mean = samples.mean(0)
+    ratio = float((samples.std(0) / std).mean()) if samples.shape[0] > 1 else 0.0
+    return {"rmse_rts": float(((m - truth) ** 2).mean(-1).sqrt().mean()),
+            "oracle_error": float(((mean - m).abs() / std).mean()), "oracle_spread_ratio": ratio,
+            "oracle_mc": 3 * ratio / samples.shape[0] ** 0.5, "_mean": m, "_std": std}
+
+
+def plot_window(path: Path, truth, y, mean, spread, rts: dict | None, title: str, components: int = 3) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = min(components, truth.shape[1])
+    t = np.arange(1, truth.shape[0] + 1)
+    fig, axes = plt.subplots(c, 1, figsize=(8, 2.2 * c + 0.6), sharex=True, squeeze=False)
+    for j, ax in enumerate(axes[:, 0]):
+        ax.plot(t, truth[:, j], color="black", lw=1, label="truth")
+        ax.plot(t, y[:, j], ".", color="tab:red", ms=4, label="observation")
+        ax.plot(t, mean[:, j], color="tab:blue", lw=1, label="smoothed mean")
+        ax.fill_between(t, mean[:, j] - 2 * spread[:, j], mean[:, j] + 2 * spread[:, j], color="tab:blue",
+                        alpha=0.2, lw=0)
+        if rts is not None:
+            ax.plot(t, rts["_mean"][:, j], "--", color="tab:orange", lw=1, label="RTS")
+        ax.set_ylabel(f"x[{j}]")
+    axes[0, 0].set_title(title)
+    axes[0, 0].legend(loc="upper right", fontsize=7, ncol=4)
+    axes[-1, 0].set_xlabel("time index in the window")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

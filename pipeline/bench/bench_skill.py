@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from .report import markdown_table
+from ..evaluate.report import markdown_table
 
 SHOW = ("temperature@850", "geopotential@500", "u_component_of_wind@250")
 UNITS = {"temperature": "K", "geopotential": "m² s⁻²", "u_component_of_wind": "m s⁻¹", "v_component_of_wind": "m s⁻¹"}

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .report import markdown_table
+from ..evaluate.report import markdown_table
 
 DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 

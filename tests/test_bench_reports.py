@@ -21,7 +21,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def emulator(store):
-    from pipeline.models.checkpoint import GridLayout, read_meta
+    from pipeline.models.network_checkpoint import GridLayout, read_meta
     from pipeline.models.neural import NeuralDenoiser
     from pipeline.models.store import read_trajectory
     from pipeline.models.weights import default_checkpoint

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.models.checkpoint import GridLayout, check_compatible, read_meta
+from pipeline.models.network_checkpoint import GridLayout, check_compatible, read_meta
 from pipeline.models.normalisation import Normalisation
 from pipeline.models.skill import fair_crps, probabilistic_skill
 from pipeline.models.train import TrainOptions, train

@@ -59,7 +59,7 @@ from torch import Tensor, nn
 
 from .. import rng
 from ..errors import DiffdaError
-from .checkpoint import GridLayout, make_meta, save_checkpoint
+from .network_checkpoint import GridLayout, make_meta, save_checkpoint
 from .neural import NeuralDenoiser
 from .normalisation import Normalisation
 from .unet import SphereUNet, UNetConfig
@@ -352,7 +352,7 @@ def train(trajectories: Sequence[Tensor] | Tensor, layout: GridLayout, normalisa
         optimiser.load_state_dict(state["optimizer"])
         step = int(state["step"])
     elif opts.init:
-        from .checkpoint import load_checkpoint
+        from .network_checkpoint import load_checkpoint
 
         start_net, _ = load_checkpoint(opts.init, device=device)
         if start_net.config.to_dict() != config.to_dict():
@@ -432,7 +432,7 @@ def train_from_store(store_path: str | Path, out_dir: str | Path, options: Train
                      progress: Progress | None = None, stop_at: int | None = None) -> dict[str, Any]:
     """Read an ERA5-layout store, normalise, train (the first ``1 - val_fraction`` of the times),
     measure forecast skill on the rest, and return a summary (also in ``meta.json``)."""
-    from .checkpoint import read_meta
+    from .network_checkpoint import read_meta
     from .skill import forecast_skill
 
     opts = options if isinstance(options, TrainOptions) else TrainOptions.from_dict(dict(options or {}))
@@ -453,7 +453,7 @@ def train_from_store(store_path: str | Path, out_dir: str | Path, options: Train
         summary["skill"] = skill
         meta = read_meta(out_dir)
         meta["training"]["skill"] = skill
-        from .checkpoint import META, _atomic
+        from .network_checkpoint import META, _atomic
         import json
 
         _atomic(Path(out_dir) / META, lambda p: p.write_text(json.dumps(meta, indent=1)))

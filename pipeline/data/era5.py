@@ -35,6 +35,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InputError
+from .atomic import write_text
 from ..models.network_checkpoint import GridLayout
 from ..models.normalisation import Normalisation
 
@@ -341,9 +342,7 @@ class Statistics:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        tmp.replace(path)
+        write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
         return path
 
     @classmethod

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.data.atomic import write_text
 from pipeline.errors import DiffdaError
 
 from . import slurmctl
@@ -145,9 +146,7 @@ def load_manifest(root: Path) -> dict:
 
 def save_manifest(root: Path, manifest: dict) -> None:
     path = Path(root) / MANIFEST
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(manifest, indent=2) + "\n")
 
 
 def window_job(manifest: dict, w: dict) -> Assimilate:

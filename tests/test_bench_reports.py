@@ -21,7 +21,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def emulator(store):
-    from pipeline.models.checkpoint import GridLayout, read_meta
+    from pipeline.models.network_checkpoint import GridLayout, read_meta
     from pipeline.models.neural import NeuralDenoiser
     from pipeline.models.store import read_trajectory
     from pipeline.models.weights import default_checkpoint
@@ -33,7 +33,7 @@ def emulator(store):
 
 
 def test_rollout_section_numbers(emulator):
-    from pipeline.evaluate.bench_skill import rollout_section
+    from pipeline.bench.bench_skill import rollout_section
     from pipeline.models.skill import latitude_weights
 
     den, z, layout = emulator
@@ -81,7 +81,7 @@ def test_bench_skill_quick_cli(store, tmp_path):
 
 def test_bench_gpu_refuses_without_cuda():
     from pipeline.errors import DiffdaError
-    from pipeline.evaluate.bench_gpu import check_device
+    from pipeline.bench.bench_gpu import check_device
 
     with pytest.raises(DiffdaError, match="--quick"):
         check_device("cpu", quick=False)
@@ -91,7 +91,7 @@ def test_bench_gpu_refuses_without_cuda():
 
 
 def test_bench_gpu_cpu_smoke(store, tmp_path):
-    from pipeline.evaluate.bench_gpu import run_gpu_bench
+    from pipeline.bench.bench_gpu import run_gpu_bench
     from pipeline.models.weights import default_checkpoint
 
     body, r = run_gpu_bench(store, tmp_path, default_checkpoint(), device="cpu", quick=True)

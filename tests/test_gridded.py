@@ -146,7 +146,7 @@ def test_input_problems_are_named(tmp_path):
 def _checkpoint(tmp_path, history=2):
     import torch
 
-    from pipeline.models.checkpoint import GridLayout, make_meta, save_checkpoint
+    from pipeline.models.network_checkpoint import GridLayout, make_meta, save_checkpoint
     from pipeline.models.normalisation import Normalisation
     from pipeline.models.train import init_network
     from pipeline.models.unet import UNetConfig

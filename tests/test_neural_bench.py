@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.models.checkpoint import GridLayout, check_compatible, read_meta
+from pipeline.models.network_checkpoint import GridLayout, check_compatible, read_meta
 from pipeline.models.normalisation import Normalisation
 from pipeline.models.skill import fair_crps, probabilistic_skill
 from pipeline.models.train import TrainOptions, train
@@ -84,7 +84,7 @@ def test_net_timer_counts_forward_calls_and_guidance_vjps(tiny):
 
 
 def test_denoiser_bench_writes_rows(tiny):
-    from pipeline.evaluate.bench_denoiser import run_denoiser_bench
+    from pipeline.bench.bench_denoiser import run_denoiser_bench
 
     path, _ = tiny
     body, rows = run_denoiser_bench(path, [2], ["fp32", "bf16"], device="cpu", repeats=1, guided_batch=2,

@@ -10,7 +10,7 @@ import xarray as xr
 
 from pipeline.cli import main as cli_main
 from pipeline.errors import DiffdaError
-from pipeline.models.checkpoint import GridLayout
+from pipeline.models.network_checkpoint import GridLayout
 from pipeline.models.normalisation import Normalisation
 from pipeline.models.train import TRAIN_STATE, TrainOptions, train, train_from_store
 

@@ -154,7 +154,7 @@ def _sphere_data(data: Path) -> None:
 
 
 def filters(args: argparse.Namespace) -> int:
-    from ..evaluate.bench_filters import run_filters
+    from ..bench.bench_filters import run_filters
 
     apply_overrides({}, args.overrides)  # syntax check before any work
     data = args.data or Path("data") / args.preset
@@ -164,7 +164,7 @@ def filters(args: argparse.Namespace) -> int:
 
 
 def letkf_bench(args: argparse.Namespace) -> int:
-    from ..evaluate.bench_letkf import run_letkf
+    from ..bench.bench_letkf import run_letkf
 
     body, _ = run_letkf(args.data, args.out, [int(n) for n in args.particles.split(",")], args.cycles, args.spinup,
                         args.loc_rad, log=_log)
@@ -177,7 +177,7 @@ def scaling(args: argparse.Namespace) -> int:
 
     from ..commands.run import ensure_data
     from ..config import load_config
-    from ..evaluate.bench_scaling import run_scaling
+    from ..bench.bench_scaling import run_scaling
 
     overrides = ["data.preset=lorenz96", "filter.particles=64", "run.cycles=50", *args.overrides]
     ensure_data(load_config(overrides=overrides), args.data)
@@ -189,7 +189,7 @@ def scaling(args: argparse.Namespace) -> int:
 
 
 def io_bench(args: argparse.Namespace) -> int:
-    from ..evaluate.bench_io import run_io
+    from ..bench.bench_io import run_io
 
     apply_overrides({}, args.overrides)  # syntax check before any work
     _sphere_data(args.data)
@@ -209,7 +209,7 @@ def _checkpoint(path: Path | None) -> Path:
 
 
 def denoiser_bench(args: argparse.Namespace) -> int:
-    from ..evaluate.bench_denoiser import run_denoiser_bench
+    from ..bench.bench_denoiser import run_denoiser_bench
 
     ckpt = _checkpoint(args.checkpoint)
     body, _ = run_denoiser_bench(ckpt, [int(b) for b in args.batches.split(",")], args.dtypes.split(","),
@@ -220,7 +220,7 @@ def denoiser_bench(args: argparse.Namespace) -> int:
 
 
 def cycle_bench(args: argparse.Namespace) -> int:
-    from ..evaluate.bench_denoiser import run_cycle_bench
+    from ..bench.bench_denoiser import run_cycle_bench
 
     apply_overrides({}, args.overrides)  # syntax check before any work
     ckpt = _checkpoint(args.checkpoint)
@@ -232,7 +232,7 @@ def cycle_bench(args: argparse.Namespace) -> int:
 
 
 def speed_bench(args: argparse.Namespace) -> int:
-    from ..evaluate.bench_speed import run_speed
+    from ..bench.bench_speed import run_speed
 
     root = Path(__file__).resolve().parents[2]
     body, _ = run_speed(args.out, args.cycles, root, log=_log)
@@ -240,7 +240,7 @@ def speed_bench(args: argparse.Namespace) -> int:
 
 
 def kde_bench(args: argparse.Namespace) -> int:
-    from ..evaluate.bench_kde import run_kde
+    from ..bench.bench_kde import run_kde
 
     apply_overrides({}, args.overrides)  # syntax check before any work
     body, _ = run_kde(args.out, [int(n) for n in args.particles.split(",")], args.cycles, args.methods.split(","),
@@ -251,7 +251,7 @@ def kde_bench(args: argparse.Namespace) -> int:
 def skill_bench(args: argparse.Namespace) -> int:
     import json
 
-    from ..evaluate.bench_skill import run_skill
+    from ..bench.bench_skill import run_skill
 
     ckpt = _checkpoint(args.checkpoint)
     rollout = None if args.no_rollout else dict(leads=args.leads, sampled_days=args.sampled_days,
@@ -260,7 +260,7 @@ def skill_bench(args: argparse.Namespace) -> int:
     body, results = run_skill(ckpt, args.data, args.test, members=args.members, times=args.times, steps=args.steps,
                               log=_log, rollout=rollout, quick=args.quick)
     if args.assimilate is not None:
-        from ..evaluate.bench_skill import run_assimilation_skill
+        from ..bench.bench_skill import run_assimilation_skill
 
         overrides = ["data.preset=sphere", "model=neural", f"model.checkpoint={ckpt}", "filter.weights=seed",
                      "run.dtype=float32", *args.overrides]
@@ -284,7 +284,7 @@ def smoother_bench(args: argparse.Namespace) -> int:
 
 
 def gpu_bench(args: argparse.Namespace) -> int:
-    from ..evaluate.bench_gpu import check_device, run_gpu_bench
+    from ..bench.bench_gpu import check_device, run_gpu_bench
 
     check_device(args.device, args.quick)  # refuse before making data
     ckpt = _checkpoint(args.checkpoint)

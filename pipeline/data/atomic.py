@@ -1,15 +1,20 @@
-r"""Whole-store writes that never leave a partial store behind.
+r"""Writes that never leave a partial store or file behind: the one atomic writer of diffda.
 
 ``write_atomic(ds, path)`` writes a consolidated Zarr 3 store to a temporary sibling, then renames
 it into place; an existing store at ``path`` is moved aside first and removed only once the new
-one is in place. A write killed at any point leaves either the old store or the new one at
-``path`` (and perhaps a ``.tmpPID``/``.oldPID`` sibling), never a half-written store.
+one is in place. ``write_file(path, write)`` does the same for one file: ``write(tmp)`` fills a
+temporary sibling, which is fsynced and ``os.replace``\ d onto ``path``. A write killed at any
+point leaves either the old content or the new one at ``path`` (and perhaps a ``.tmp``/``.old``
+sibling), never a half-written one. Temporary names carry the process id and a random token, so
+two processes writing the same path never share a temporary.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import xarray as xr
@@ -18,11 +23,10 @@ import xarray as xr
 def write_atomic(ds: xr.Dataset, path: str | Path, encoding: dict | None = None) -> Path:
     """Write ``ds`` (chunked and encoded as the caller wants) as ``path``; returns ``path``."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _sibling(path, "tmp")
     ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3, encoding=encoding)
     if path.exists():
-        old = path.with_name(f"{path.name}.old{os.getpid()}")
+        old = _sibling(path, "old")
         path.rename(old)
         tmp.rename(path)
         shutil.rmtree(old, ignore_errors=True)
@@ -31,18 +35,35 @@ def write_atomic(ds: xr.Dataset, path: str | Path, encoding: dict | None = None)
     return path
 
 
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` as the file ``path`` (temporary sibling, fsync, rename): all or nothing."""
+def _sibling(path: Path, kind: str) -> Path:
+    """``name.KINDpid-token.suffix`` beside ``path`` (the suffix kept for writers that add their own)."""
+    return path.with_name(f"{path.stem}.{kind}{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
+
+
+def write_file(path: str | Path, write: Callable[[Path], object], mode: int | None = None) -> Path:
+    """Make the file ``path`` all or nothing: ``write(tmp)`` on a unique sibling, fsync, rename.
+
+    ``mode`` (e.g. ``0o644``) is set on the file before the rename when given; the temporary is
+    removed if ``write`` raises.
+    """
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = _sibling(path, "tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """:func:`write_file` of ``data``."""
+    return write_file(path, lambda tmp: tmp.write_bytes(data))
 def write_text(path: str | Path, text: str) -> Path:
     """:func:`write_bytes` of UTF-8 text."""
     return write_bytes(path, text.encode())

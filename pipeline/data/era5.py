@@ -11,7 +11,7 @@ them, and a request outside them is an error, not fill values.
 
 Nothing here loads a whole store: :func:`open_store` and :func:`select` are lazy (dask), and
 :class:`Era5Reader` reads one time step or a slice at a time, as ``[T, C, H, W]`` with channels
-``(variable, level)`` in a fixed order (:class:`~pipeline.models.checkpoint.GridLayout`).
+``(variable, level)`` in a fixed order (:class:`~pipeline.models.network_checkpoint.GridLayout`).
 
 Statistics: :func:`compute_statistics` gives per-variable, per-level mean, standard deviation and
 the standard deviation of one-step increments in normalised units (Dask, one pass over the
@@ -35,7 +35,8 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InputError
-from ..models.checkpoint import GridLayout
+from .atomic import write_text
+from ..models.network_checkpoint import GridLayout
 from ..models.normalisation import Normalisation
 
 ALIASES = {"lat": "latitude", "lon": "longitude", "pressure_level": "level", "isobaricInhPa": "level",
@@ -341,9 +342,7 @@ class Statistics:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        tmp.replace(path)
+        write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
         return path
 
     @classmethod

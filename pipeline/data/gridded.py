@@ -8,7 +8,7 @@ same layout, NaN where unobserved, ``noise_std`` per variable, as written by
 and saved on first use when absent).
 
 State. The filter sees the **normalised** state ``z = (x - mean) / std`` ``[C, H, W]``,
-channels ``(variable, level)`` in a fixed order (:class:`~pipeline.models.checkpoint.GridLayout`:
+channels ``(variable, level)`` in a fixed order (:class:`~pipeline.models.network_checkpoint.GridLayout`:
 the checkpoint's order for ``model=neural``, else the reference's variables and levels). Since
 ``H`` observes the state elementwise, observing physical ``x`` with noise ``sigma_v`` is the same
 as observing ``z`` with
@@ -53,7 +53,7 @@ from torch import Tensor
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.observation import Observation
 from ..errors import InputError
-from ..models.checkpoint import GridLayout
+from ..models.network_checkpoint import GridLayout
 from ..models.normalisation import Normalisation
 from .era5 import (COORD_ATTRS, Era5Reader, Statistics, check_grid, check_time_steps, cf_attrs,
                    compute_statistics, open_store, _fmt_time)
@@ -326,7 +326,7 @@ def load_gridded(cfg: Any, data_dir: Path | None, device: torch.device, dtype: t
 
     meta, grid, history = None, None, 1
     if cfg.model.kind == "neural":
-        from ..models.checkpoint import read_meta
+        from ..models.network_checkpoint import read_meta
 
         checkpoint = cfg.model.checkpoint
         if checkpoint is None:

@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DiffdaError
-from .atomic import write_atomic
+from .atomic import write_atomic, write_file
 
 DEFAULTS: dict[str, Any] = dict(
     days=30,
@@ -466,9 +466,8 @@ def make_init_file(path: Path = INIT_FILE, seed: int = 0, layers: int = 8, dt_mi
     model = HeldSuarez(layers, dt_minutes)
     state = model.run_days(model.rest_state(seed), SHIPPED_SPINUP)
     arrays = model.state_to_arrays(state)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays, spinup_days=SHIPPED_SPINUP, seed=seed, layers=layers, dt_minutes=dt_minutes)
-    os.replace(tmp, path)
+    write_file(path, lambda tmp: np.savez_compressed(tmp, **arrays, spinup_days=SHIPPED_SPINUP, seed=seed, layers=layers,
+                                                      dt_minutes=dt_minutes))
     return path
 
 

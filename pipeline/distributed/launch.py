@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 import torch
 
+from ..data.atomic import write_text
 from ..errors import DiffdaError
 from .comm import Comm, LocalComm
 
@@ -291,9 +292,7 @@ def _slurm_rendezvous(env: Mapping[str, str], info: RankInfo, timeout_s: float) 
         path = Path(rdzv_dir) / f".diffda-rdzv-{env.get('SLURM_JOB_ID', '0')}.{env.get('SLURM_STEP_ID', '0')}"
         if info.rank == 0:
             store = _make_store(host or socket.gethostname(), int(env.get("DIFFDA_PORT", 0)), info.size, timeout_s, True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(f"{host or socket.gethostname()} {store.port}\n")
-            os.replace(tmp, path)
+            write_text(path, f"{host or socket.gethostname()} {store.port}\n")
             return store, path
         deadline = time.monotonic() + timeout_s
         while not path.exists():

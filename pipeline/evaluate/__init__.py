@@ -1,1 +1,1 @@
-"""Scores (RMSE, CRPS, spread, ESS), plots and reports."""
+"""Scores (RMSE, CRPS, spread, ESS), plots, maps and report tables the run uses."""

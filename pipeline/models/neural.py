@@ -55,7 +55,7 @@ from .normalisation import Normalisation
 from .unet import SphereUNet, UNetConfig
 
 if TYPE_CHECKING:
-    from .checkpoint import GridLayout
+    from .network_checkpoint import GridLayout
 
 
 @dataclass
@@ -272,7 +272,7 @@ class NeuralDenoiser:
         With ``layout`` (the inputs' channels and grid), refuse a checkpoint that does not fit
         them (:func:`~.checkpoint.check_compatible`, an ``InputError`` naming the difference).
         """
-        from .checkpoint import check_compatible, load_checkpoint, read_meta
+        from .network_checkpoint import check_compatible, load_checkpoint, read_meta
 
         dtype = INFERENCE["dtype"] if dtype is None else dtype
         compile = bool(INFERENCE["compile"]) if compile is None else compile

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor
 
-from .checkpoint import GridLayout
+from .network_checkpoint import GridLayout
 from .neural import NeuralDenoiser
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from .checkpoint import GridLayout
+from .network_checkpoint import GridLayout
 
 
 def resolve_store(path: str | Path) -> Path:

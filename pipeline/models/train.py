@@ -46,7 +46,6 @@ with ``info = {"loss", "lr", "seconds"}``.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -58,8 +57,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .. import rng
+from ..data.atomic import write_file
 from ..errors import DiffdaError
-from .checkpoint import GridLayout, make_meta, save_checkpoint
+from .network_checkpoint import GridLayout, make_meta, save_checkpoint
 from .neural import NeuralDenoiser
 from .normalisation import Normalisation
 from .unet import SphereUNet, UNetConfig
@@ -304,12 +304,6 @@ def _autocast_dtype(opts: TrainOptions, device: torch.device) -> torch.dtype | N
     return None
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -352,7 +346,7 @@ def train(trajectories: Sequence[Tensor] | Tensor, layout: GridLayout, normalisa
         optimiser.load_state_dict(state["optimizer"])
         step = int(state["step"])
     elif opts.init:
-        from .checkpoint import load_checkpoint
+        from .network_checkpoint import load_checkpoint
 
         start_net, _ = load_checkpoint(opts.init, device=device)
         if start_net.config.to_dict() != config.to_dict():
@@ -408,8 +402,9 @@ def train(trajectories: Sequence[Tensor] | Tensor, layout: GridLayout, normalisa
         if step % opts.checkpoint_every == 0 or step == end:
             if rank == 0:
                 out.mkdir(parents=True, exist_ok=True)
-                _atomic_save({"step": step, "model": net.state_dict(), "ema": ema, "optimizer": optimiser.state_dict(),
-                              "architecture": config.to_dict(), "options": opts.to_dict()}, state_path)
+                state = {"step": step, "model": net.state_dict(), "ema": ema, "optimizer": optimiser.state_dict(),
+                         "architecture": config.to_dict(), "options": opts.to_dict()}
+                write_file(state_path, lambda p: torch.save(state, p))
                 meta = make_meta(config, layout, normalisation, step=step,
                                  training={"options": opts.to_dict(), "world_size": world}, **meta_extra)
                 save_checkpoint(out, net, meta, state_dict=ema)
@@ -432,7 +427,7 @@ def train_from_store(store_path: str | Path, out_dir: str | Path, options: Train
                      progress: Progress | None = None, stop_at: int | None = None) -> dict[str, Any]:
     """Read an ERA5-layout store, normalise, train (the first ``1 - val_fraction`` of the times),
     measure forecast skill on the rest, and return a summary (also in ``meta.json``)."""
-    from .checkpoint import read_meta
+    from .network_checkpoint import read_meta
     from .skill import forecast_skill
 
     opts = options if isinstance(options, TrainOptions) else TrainOptions.from_dict(dict(options or {}))
@@ -453,8 +448,8 @@ def train_from_store(store_path: str | Path, out_dir: str | Path, options: Train
         summary["skill"] = skill
         meta = read_meta(out_dir)
         meta["training"]["skill"] = skill
-        from .checkpoint import META, _atomic
+        from .network_checkpoint import FILE_MODE, META
         import json
 
-        _atomic(Path(out_dir) / META, lambda p: p.write_text(json.dumps(meta, indent=1)))
+        write_file(Path(out_dir) / META, lambda p: p.write_text(json.dumps(meta, indent=1)), FILE_MODE)
     return summary

@@ -7,7 +7,7 @@ import torch
 
 from pipeline.diffusion.schedules import VPCosine
 from pipeline.errors import InputError
-from pipeline.models.checkpoint import GridLayout, check_compatible, load_checkpoint, make_meta, read_meta, save_checkpoint
+from pipeline.models.network_checkpoint import GridLayout, check_compatible, load_checkpoint, make_meta, read_meta, save_checkpoint
 from pipeline.models.neural import NeuralDenoiser
 from pipeline.models.normalisation import Normalisation
 from pipeline.models.train import init_network

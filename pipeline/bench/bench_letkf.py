@@ -24,7 +24,7 @@ from pathlib import Path
 from ..config import load_config
 from ..filters.localisation import dapper_radius
 from ..run import assimilate
-from .report import markdown_table
+from ..evaluate.report import markdown_table
 
 ROOT = Path(__file__).resolve().parents[2]
 INFLATION = {7: 1.04, 10: 1.02, 20: 1.02, 40: 1.01}

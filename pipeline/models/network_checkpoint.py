@@ -18,7 +18,6 @@ temporary name and renamed (atomic).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .. import __version__
+from ..data.atomic import write_file
 from ..errors import InputError
 from .normalisation import Normalisation
 from .unet import SphereUNet, UNetConfig
@@ -76,11 +76,7 @@ def _fmt_level(lv: float) -> str:
     return f"{int(lv)}" if float(lv).is_integer() else f"{lv:g}"
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    write(tmp)
-    os.chmod(tmp, 0o644)  # safetensors creates its file 0600; checkpoints are shared and shipped
-    os.replace(tmp, path)
+FILE_MODE = 0o644  # safetensors creates its file 0600; checkpoints are shared and shipped
 
 
 def make_meta(config: UNetConfig, layout: GridLayout, normalisation: Normalisation, *,
@@ -113,8 +109,8 @@ def save_checkpoint(path: str | Path, net: nn.Module, meta: dict,
     path.mkdir(parents=True, exist_ok=True)
     sd = state_dict if state_dict is not None else net.state_dict()
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
-    _atomic(path / WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
-    _atomic(path / META, lambda p: p.write_text(json.dumps(meta, indent=1)))
+    write_file(path / WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}), FILE_MODE)
+    write_file(path / META, lambda p: p.write_text(json.dumps(meta, indent=1)), FILE_MODE)
     return path
 
 

@@ -21,7 +21,7 @@ import torch
 
 from ..config import load_config
 from ..run import assimilate
-from .report import markdown_table
+from ..evaluate.report import markdown_table
 
 DATA = ["data.preset=lorenz63", "data.params={q: 0.0, r: 2.0, steps: 25, cycles: %d}"]
 #: (label, diffda overrides, DAPPER case or None)

@@ -1,6 +1,6 @@
 """DAPPER reference runs on Lorenz-96 (sakov2008, optional q and |x|); run with DAPPER's own venv (env/dapper-venv.sh):
 
-    .dapper-venv/bin/python pipeline/evaluate/dapper_l96.py '{"cycles": 500, "burnin": 100, "cases": [...]}'
+    .dapper-venv/bin/python pipeline/bench/dapper_l96.py '{"cycles": 500, "burnin": 100, "cases": [...]}'
 
 Imports nothing of diffda. Lorenz-96 ``sakov2008`` (F = 8, 40 variables, obs every 0.05, R = I), with
 optional model noise ``q`` per cycle (DAPPER scales ``Dyn.noise`` by ``dt``: ``C = q / dt``) and

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .report import markdown_table
+from ..evaluate.report import markdown_table
 
 DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -64,7 +64,7 @@ def _sync(device: torch.device) -> None:
 def default_observation(den, like: torch.Tensor, stride: int = 2, noise_std: float = 1.0):
     """Temperature (every level) on every ``stride``-th point, in normalised units, values from ``like``."""
     from ..diffusion.observation import Observation
-    from ..models.checkpoint import GridLayout
+    from ..models.network_checkpoint import GridLayout
 
     layout = GridLayout.from_meta(den.meta)
     C, H, W = like.shape[-3:]

@@ -35,14 +35,14 @@ from pathlib import Path
 
 import torch
 
-from .report import markdown_table
+from ..evaluate.report import markdown_table
 
 SHOW = ("temperature@850", "geopotential@500", "u_component_of_wind@250")
 UNITS = {"temperature": "K", "geopotential": "m² s⁻²", "u_component_of_wind": "m s⁻¹", "v_component_of_wind": "m s⁻¹"}
 
 
 def _load(checkpoint: Path, store: Path):
-    from ..models.checkpoint import GridLayout, check_compatible, read_meta
+    from ..models.network_checkpoint import GridLayout, check_compatible, read_meta
     from ..models.store import read_trajectory
 
     meta = read_meta(checkpoint)
@@ -239,14 +239,14 @@ def run_assimilation_skill(data_dir: Path, out_root: Path, overrides: list[str],
         results[name] = m
         log(f"{name}: rmse_a={m['rmse_analysis']:.4f} T850 {m['t850_rmse_K']:.3f} K in {wall:.0f} s")
     # persistence of the initial state, in the run's units (the checkpoint's normalisation)
-    from ..models.checkpoint import read_meta
+    from ..models.network_checkpoint import read_meta
     from ..models.normalisation import Normalisation
 
     cfg = load_config(overrides=list(overrides))
     norm = Normalisation.from_dict(read_meta(cfg.model.checkpoint)["normalisation"])
     meta = read_meta(cfg.model.checkpoint)
     from ..models.store import read_trajectory
-    from ..models.checkpoint import GridLayout
+    from ..models.network_checkpoint import GridLayout
 
     want = GridLayout.from_meta(meta)
     data, _ = read_trajectory(data_dir, variables=want.variables, levels=want.levels)

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DiffdaError
-from .report import markdown_table
+from ..evaluate.report import markdown_table
 
 FULL = dict(particles=256, steps=16, cycles=3, batch=256, repeats=5, guided_batch=64,
             sizes=(8 * 8, 64 * 2**20), collective_repeats=20)

@@ -22,7 +22,7 @@ import torch
 
 from ..config import load_config
 from ..run import assimilate
-from .report import markdown_table
+from ..evaluate.report import markdown_table
 
 SETTINGS = {
     "x3": ("x3 alone, identity", "data.params={steps: 10, components: [2], r: 4.0, q: 0.0, cycles: %d}"),

@@ -15,7 +15,7 @@ import torch
 
 from ..config import load_config
 from ..run import assimilate
-from .report import markdown_table
+from ..evaluate.report import markdown_table
 
 CASES: dict[str, list[str]] = {
     "pf-optimal": ["filter.method=pf-optimal", "guidance=mmps", "filter.weights=inflated"],

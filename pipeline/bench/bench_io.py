@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import markdown_table
+from ..evaluate.report import markdown_table
 
 
 def _wait_fraction(data: Path, out: Path, overrides: list[str], prefetch: int, log: Callable[[str], None]) -> dict:

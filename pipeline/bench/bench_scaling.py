@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .report import markdown_table
+from ..evaluate.report import markdown_table
 
 
 def mpiexec() -> str:

@@ -1,0 +1,1 @@
+"""Benchmark drivers: whole assimilations, timings and comparisons written as markdown reports."""

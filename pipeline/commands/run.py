@@ -97,6 +97,32 @@ def execute(cfg: Config, data_dir: Path, out_dir: Path, fresh: bool = False, qui
 
 def body(ctx, cfg: Config, data_dir: Path, out_dir: Path, fresh: bool = False, quiet: bool = False,
          should_stop=None, result_box: list | None = None) -> int:
+    """:func:`_work` with ``out_dir`` locked by rank 0 (:mod:`pipeline.run_lock`) for its duration;
+    every rank raises when rank 0 could not lock it (another run holds it)."""
+    from .. import run_lock
+    from ..errors import DiffdaError
+    from ..run import _any_rank
+
+    comm = ctx.comm
+    lock, refused = None, None
+    if comm.rank == 0:
+        try:
+            lock = run_lock.acquire(out_dir)
+        except DiffdaError as err:
+            refused = err
+    if _any_rank(comm, refused is not None):
+        raise refused or DiffdaError(f"{out_dir} is locked by another run (see rank 0)")
+    try:
+        if lock is not None and lock.taken_over:
+            print(f"warning: {lock.taken_over}", file=sys.stderr, flush=True)
+        return _work(ctx, cfg, data_dir, out_dir, fresh, quiet, should_stop, result_box)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _work(ctx, cfg: Config, data_dir: Path, out_dir: Path, fresh: bool = False, quiet: bool = False,
+          should_stop=None, result_box: list | None = None) -> int:
     """One rank's work: make inputs (rank 0), assimilate, print the summary (rank 0).
 
     ``should_stop`` (see :mod:`pipeline.stop`) ends the run after a checkpointed cycle; the exit

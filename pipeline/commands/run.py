@@ -25,13 +25,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
+def add_input_arguments(p: argparse.ArgumentParser, presets: str, out_default: str, example: str) -> None:
+    """CONFIG, --preset, --data, --out and --set: the inputs every config-driven command takes."""
     p.add_argument("config", nargs="?", type=Path, help="YAML config (optional)")
-    p.add_argument("--preset", help="data preset: linear, lorenz96, lorenz63, sphere (sets data.preset)")
+    p.add_argument("--preset", help=f"data preset: {presets} (sets data.preset)")
     p.add_argument("--data", type=Path, help="input directory (truth.zarr, observations.zarr); made if absent")
-    p.add_argument("--out", type=Path, help="output directory (default runs/<preset>)")
+    p.add_argument("--out", type=Path, help=f"output directory (default {out_default})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override with a dotted key, e.g. --set filter.particles=100")
+                   help=f"config override with a dotted key, e.g. --set {example}")
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    add_input_arguments(p, "linear, lorenz96, lorenz63, sphere", "runs/<preset>", "filter.particles=100")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out and start over")
     p.add_argument("--quiet", action="store_true", help="no per-cycle progress")
 

@@ -13,18 +13,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from .run import ensure_data, resolve_inputs
+from .run import add_input_arguments, ensure_data, resolve_inputs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("smooth", help="smooth a window: the trajectory posterior given all its observations",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", nargs="?", type=Path, help="YAML config (e.g. pipeline/presets/linear-smooth.yaml)")
-    p.add_argument("--preset", help="data preset: linear, lorenz63, lorenz96 (sets data.preset)")
-    p.add_argument("--data", type=Path, help="input directory (truth.zarr, observations.zarr); made if absent")
-    p.add_argument("--out", type=Path, help="output directory (default runs/smooth-<preset>)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override with a dotted key, e.g. --set smoother.window_half_width=3")
+    add_input_arguments(p, "linear, lorenz63, lorenz96", "runs/smooth-<preset>", "smoother.window_half_width=3")
     p.set_defaults(func=main)
 
 

@@ -4,7 +4,9 @@
 ``diffda make-data sphere``). Keys are those of :class:`pipeline.models.train.TrainOptions`
 (steps, batch_size, lr, base, mults, history, seed, resume, checkpoint_every, ...). A rerun into
 the same ``--out`` resumes from its last checkpoint unless ``--set resume=false``. Under
-``torchrun``/``srun`` with a process group, training is data-parallel (DDP).
+``mpiexec``, ``srun`` or ``torchrun`` with several ranks, the launcher
+(:func:`pipeline.distributed.failure.run_ranked`) opens the process group (gloo on CPU, NCCL on
+GPU) and training is data-parallel (DDP); rank 0 writes the checkpoint and prints.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..config import apply_overrides
+from ..data.atomic import write_file
 from ..errors import DiffdaError
 
 
@@ -33,12 +36,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..models.train import TrainOptions, train_from_store
+    from ..distributed.failure import run_ranked
+    from ..models.train import TrainOptions
 
     values = apply_overrides({}, args.overrides)
     if any(isinstance(v, dict) for v in values.values()):
         raise DiffdaError("train keys are flat, e.g. --set steps=2000")
     opts = TrainOptions.from_dict(values)
+    device = "cpu" if opts.device == "cpu" else "auto"
+    return run_ranked(lambda ctx: body(ctx.rank, ctx.size, args, opts), device=device)
+
+
+def body(rank: int, size: int, args: argparse.Namespace, opts) -> int:
+    from ..models.train import train_from_store
+
     start = time.perf_counter()
     every = max(1, args.log_every)
 
@@ -49,10 +60,14 @@ def main(args: argparse.Namespace) -> int:
                   f"{info['seconds'] * 1e3:.0f} ms/step  {elapsed:.0f} s", file=sys.stderr, flush=True)
 
     summary = train_from_store(args.data, args.out, opts, progress=progress)
-    print(f"trained to step {summary['step']} in {summary['seconds']:.0f} s; checkpoint in {args.out}")
+    if rank != 0:
+        return 0
+    ranks = f" on {size} data-parallel ranks (parameters identical on all)" if size > 1 else ""
+    print(f"trained to step {summary['step']} in {summary['seconds']:.0f} s{ranks}; checkpoint in {args.out}")
     skill = summary.get("skill")
     if skill:
         print(f"held-out forecast RMSE (normalised): model {skill['rmse_model']:.3f}, persistence "
               f"{skill['rmse_persistence']:.3f}, climatology {skill['rmse_climatology']:.3f}")
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    summary["world_size"] = size
+    write_file(args.out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
     return 0

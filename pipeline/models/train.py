@@ -169,8 +169,11 @@ class TrainResult:
 
 
 def pick_device(name: str) -> torch.device:
+    """``auto``/``cuda`` -> the current CUDA device (the launcher sets it to the rank's local GPU), else CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
 
 
@@ -410,9 +413,27 @@ def train(trajectories: Sequence[Tensor] | Tensor, layout: GridLayout, normalisa
                 save_checkpoint(out, net, meta, state_dict=ema)
             if world > 1:
                 dist.barrier()
+    if world > 1:
+        _check_ranks_agree(net, device)
     result.step, result.net, result.ema = step, net, ema
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _check_ranks_agree(net: torch.nn.Module, device: torch.device) -> None:
+    """Raise unless every rank holds the same parameters (DDP averages gradients, so they must).
+
+    Compares ``(sum p, sum p²)`` in float64 by an all-reduce of the maximum and of the minimum.
+    """
+    with torch.no_grad():
+        flat = [p.detach().double().reshape(-1) for p in net.parameters()]
+        sums = torch.stack([sum(f.sum() for f in flat), sum((f * f).sum() for f in flat)]).to(device)
+    hi, lo = sums.clone(), sums.clone()
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    if not torch.equal(hi, lo):
+        raise DiffdaError(f"data-parallel ranks ended with different parameters (checksums {lo.tolist()} .. "
+                          f"{hi.tolist()}): a rank trained on its own; check that all ranks joined one process group")
 
 
 def read_store(store_path: str | Path, variables: Sequence[str] | None = None,

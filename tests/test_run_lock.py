@@ -68,7 +68,7 @@ def _run(data, out):
 def test_two_runs_on_one_out(tmp_path):
     data = tmp_path / "data"
     subprocess.run([sys.executable, "-m", "pipeline.cli", "make-data", "lorenz63", "--out", str(data),
-                    "--set", "cycles=30"], check=True, env=clean_env(), cwd=ROOT, capture_output=True)
+                    "--set", "cycles=16"], check=True, env=clean_env(), cwd=ROOT, capture_output=True)
     single = _run(data, tmp_path / "single")
     single.communicate(timeout=300)
     assert single.returncode == 0

@@ -52,6 +52,7 @@ def fingerprint(cfg: Config) -> str:
     d = cfg.to_dict()
     d["run"] = {k: v for k, v in d["run"].items() if k not in ("device", "micro_batch", "backend", "checkpoint_every")}
     d["data"].pop("dir", None)
+    d.pop("smoother", None)  # read only by `diffda smooth`
     if d["run"].get("init") is not None:  # where the start particles live, not what they are
         d["run"]["init"] = "set"
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

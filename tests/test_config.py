@@ -44,3 +44,10 @@ def test_typo_in_yaml_section(tmp_path):
 def test_a_misspelt_key_names_the_nearest_valid_one():
     with pytest.raises(ConfigError, match=r"unknown key 'filter.particls'.*did you mean 'filter.particles'"):
         load_config(None, ["filter.particls=3"])
+
+
+def test_fingerprint_ignores_what_does_not_change_the_filter_run():
+    from pipeline.run import fingerprint
+    base = fingerprint(load_config())
+    assert fingerprint(load_config(overrides=["smoother.samples=7", "run.micro_batch=3"])) == base
+    assert fingerprint(load_config(overrides=["filter.particles=7"])) != base

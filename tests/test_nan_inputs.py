@@ -3,6 +3,8 @@
 import json
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -89,3 +91,16 @@ def test_state_turning_nan_stops_before_the_cycle_is_written(twin, tmp_path, cap
     assert _run(twin, out) == 0
     assert re.search(r"resumed after cycle\s+3\n", capsys.readouterr().out)
     assert np.isfinite(xr.open_zarr(out / "analysis.zarr").x.values).all()
+
+
+@pytest.mark.mpi
+def test_nan_on_another_rank_stops_every_rank(twin, tmp_path):
+    from tests.test_distributed_mpi import MPIEXEC, ROOT, clean_env
+
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "pipeline.cli", "run", *ARGS, "--data", str(twin),
+           "--out", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, env=clean_env(DIFFDA_NAN_CYCLE="3", DIFFDA_NAN_PARTICLE="6"), cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "cycle 3: particle 6 is not finite" in proc.stdout + proc.stderr
+    assert particle_checkpoint.latest(tmp_path / "out" / "checkpoint")["cycle"] == 2

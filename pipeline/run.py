@@ -4,6 +4,10 @@ Per cycle ``k = 1..K`` (every rank, its shard): the filter's cycle (weights, glo
 systematic resampling, propagation), weighted mean and spread reduced across ranks, one region
 write of the analysis by rank 0, then an atomic checkpoint. A rerun into the same ``--out``
 resumes after the last checkpointed cycle and rewrites at most the cycle it was in.
+
+Non-finite values: an initial state is refused before anything is written (``InputError``); a
+truth leaves its cycle unscored (NaN scores, ``unscored`` in the metrics); a particle stops the run
+(``DiffdaError``) before its cycle is written, so the store and checkpoint end at a good cycle.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@ r"""What a run assimilates: inputs read from Zarr, a denoiser for them, and the 
 
 A ``Problem`` gives the filter plain tensors: the state shape ``S``, the initial state, the
 observation of cycle ``k`` (``k = 1..K``), the truth for scoring (when known) and the fields to
-write. ``TwinProblem`` reads the twin stores written by ``diffda make-data`` (system parameters
+write. A non-finite initial state is refused (``InputError`` naming the point); a non-finite
+truth at a later time only leaves that cycle unscored. ``TwinProblem`` reads the twin stores written by ``diffda make-data`` (system parameters
 from their attributes: a perfect-model twin).
 """
 
@@ -69,13 +70,23 @@ class TwinProblem:
     device: torch.device
     dtype: torch.dtype
     history: int = 1
+    initial_time: object = None  # the truth time of cycle 0
 
     @property
     def n_cycles(self) -> int:
         return len(self.times)
 
     def initial_state(self) -> Tensor:
-        return self.truth_values[0].to(self.device, self.dtype)
+        """The truth at cycle 0; an ``InputError`` naming the first non-finite component."""
+        x0 = self.truth_values[0]
+        bad = torch.nonzero(~torch.isfinite(x0)).flatten()
+        if bad.numel():
+            from .data.era5 import _fmt_time
+
+            raise InputError(f"the initial state is not finite: {self.name} at time {_fmt_time(self.initial_time)}, "
+                             f"component {int(bad[0])} ({bad.numel()} value(s) NaN or infinite); fix truth.zarr "
+                             "or start the window elsewhere (run.start)")
+        return x0.to(self.device, self.dtype)
 
     def observation(self, k: int) -> Observation:
         return Observation.from_field(self.obs_values[k - 1].to(self.device, self.dtype), self.noise_variance, self.operator)
@@ -127,8 +138,6 @@ def load_twin(cfg: Config, data_dir: Path, device: torch.device, dtype: torch.dt
         raise InputError("observation times must be the truth times after cycle 0 (one per cycle, no gaps)")
     truth_values = torch.from_numpy(truth.x.values).double()
     obs_values = torch.from_numpy(obs.x.values).double()
-    if torch.isnan(truth_values).any():
-        raise InputError(f"{data_dir}/truth.zarr: x holds NaNs")
     params = twin_params(preset, {k: truth.attrs[k] for k in truth.attrs if k not in ("preset", "cycle_hours", "dim") or (k == "dim" and preset != "lorenz63")})
     start = cfg.run.start
     if start >= len(obs.time):
@@ -151,5 +160,5 @@ def load_twin(cfg: Config, data_dir: Path, device: torch.device, dtype: torch.dt
         name="x", state_shape=(truth.sizes["component"],), times=obs.time.values[start:start + cycles],
         denoiser=denoiser, truth_values=truth_values[: cycles + 1], obs_values=obs_values[:cycles],
         noise_variance=float(obs.attrs.get("noise_variance", params["r"])), operator=str(params["operator"]),
-        attrs=dict(truth.attrs), device=device, dtype=dtype,
+        attrs=dict(truth.attrs), device=device, dtype=dtype, initial_time=truth.time.values[start],
     )

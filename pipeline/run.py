@@ -4,6 +4,10 @@ Per cycle ``k = 1..K`` (every rank, its shard): the filter's cycle (weights, glo
 systematic resampling, propagation), weighted mean and spread reduced across ranks, one region
 write of the analysis by rank 0, then an atomic checkpoint. A rerun into the same ``--out``
 resumes after the last checkpointed cycle and rewrites at most the cycle it was in.
+
+Non-finite values: an initial state is refused before anything is written (``InputError``); a
+truth leaves its cycle unscored (NaN scores, ``unscored`` in the metrics); a particle stops the run
+(``DiffdaError``) before its cycle is written, so the store and checkpoint end at a good cycle.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import xarray as xr
 from . import __version__
 from . import particle_checkpoint
 from .config import Config
+from .data.era5 import _fmt_time
 from .distributed.comm import Comm, LocalComm, TimedComm, shard_sizes, shard_start
 from .errors import DiffdaError
 from .evaluate.scores import crps, rmse, spread
@@ -123,6 +128,8 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
     if meta is not None and meta.get("fingerprint") != fp:
         raise DiffdaError(f"{out_dir} holds a run with another configuration; choose a new --out or pass --fresh")
     members = n_total if cfg.run.members else None
+    # a fresh start reads its initial state now: a non-finite one is refused before anything is written
+    x0 = problem.initial_state() if meta is None and cfg.run.init is None else None
     store = None
     if comm.rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +152,7 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         ens, _ = particle_checkpoint.load(init, comm, n_total, device, dtype)
         done = 0
     else:
-        ens, done = _initial_ensemble(problem, cfg, comm, n_total, device, dtype), 0
+        ens, done = _initial_ensemble(x0, cfg, comm, n_total, device, dtype), 0
     free_ens = None
     if baseline is not None:
         if meta is not None and particle_checkpoint.latest(free_dir) is not None:
@@ -162,6 +169,7 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         particle_checkpoint.save(ckpt_dir, comm, ens, k, fp)
 
     resumed_from = done
+    last_saved = done if meta is not None else 0  # the newest checkpoint in ckpt_dir (0: none)
     for k in range(done + 1, problem.n_cycles + 1):
         start = time.perf_counter()
         t0, c0 = propagator.timer.seconds, propagator.timer.calls
@@ -170,11 +178,23 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         _injected_failure(comm.rank, k)
         g = cfg.run.start + k  # the data's cycle: randomness is keyed by it, so windows chain bit for bit
         result = filt.cycle(ens, g, obs)
+        _injected_nan(result.next, k)
+        bad = _nonfinite_particle(comm, result.analysis, result.next)
+        if bad is not None:  # before cycle k is written: the store and checkpoint end at a good cycle
+            kept = f"the checkpoint of cycle {last_saved} is kept (a rerun resumes there)" if last_saved else \
+                "no checkpoint was written"
+            raise DiffdaError(f"cycle {k}: particle {bad} is not finite (NaN or infinite) after the filter's cycle; "
+                              f"the run stopped before writing cycle {k}; {kept}")
         d = result.diagnostics
         analysis = result.analysis
         now = Ensemble(analysis.ids, current(analysis.x, history), analysis.log_w)
         mean, var = weighted_moments(comm, now.x, now.log_w)
         truth = problem.truth(k)
+        if truth is not None and not bool(torch.isfinite(truth).all()):
+            if log is not None and comm.rank == 0:
+                log(f"warning: cycle {k}: the truth at {_fmt_time(problem.times[k - 1])} is not finite; "
+                    f"cycle {k} is not scored")
+            truth = None
         all_x, all_lw = gather_ensemble(comm, now) if (truth is not None or members) else (None, None)
         ens = result.next
         diag = {
@@ -210,6 +230,7 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         saved = k % cfg.run.checkpoint_every == 0 or k == problem.n_cycles
         if saved:
             save(k)
+            last_saved = k
         if progress is not None:
             progress(k, problem.n_cycles, diag)
         if stop_after is not None and k >= stop_after and k < problem.n_cycles:
@@ -280,10 +301,15 @@ def make_filter(cfg: Config, comm: Comm, propagator: Propagator, problem: Proble
 
 
 def summarise(store: Path, cfg: Config) -> dict:
-    """Metrics over cycles after ``filter.spinup`` from the analysis store's diagnostics."""
+    """Metrics over cycles after ``filter.spinup`` from the analysis store's diagnostics.
+
+    ``unscored``: the cycles after spin-up without an analysis RMSE (their truth was not finite, or
+    there is none); their scores are NaN and left out of the means.
+    """
     ds = xr.open_zarr(store)
     sl = slice(cfg.filter.spinup, None)
     d = {k: ds[k].values for k in DIAGNOSTICS}
+    cycle = np.arange(1, len(d["ess"]) + 1)
     mean = lambda k: float(np.nanmean(d[k][sl])) if np.isfinite(d[k][sl]).any() else None  # noqa: E731
     return {
         "rmse_analysis": mean("rmse_analysis"),
@@ -299,6 +325,7 @@ def summarise(store: Path, cfg: Config) -> dict:
         "denoiser_seconds": float(np.nansum(d["denoiser_seconds"])),
         "denoiser_calls": int(np.nansum(d["denoiser_calls"])),
         "cycles": int(len(d["ess"])),
+        "unscored": [int(k) for k in cycle[sl][~np.isfinite(d["rmse_analysis"][sl])]],
         "particles": cfg.filter.particles,
         "method": cfg.filter.method,
         "software": f"diffda {__version__}",
@@ -325,6 +352,27 @@ def _injected_failure(rank: int, cycle: int) -> None:
         raise RuntimeError(f"injected failure in cycle {cycle} (DIFFDA_FAIL_RANK={rank})")
 
 
+def _injected_nan(ens: Ensemble, cycle: int) -> None:
+    """Fault injection for tests: ``DIFFDA_NAN_CYCLE=k`` sets particle ``DIFFDA_NAN_PARTICLE`` (global
+    index, default 0) to NaN after cycle k's filter step, on the rank holding it."""
+    import os
+
+    if os.environ.get("DIFFDA_NAN_CYCLE") == str(cycle):
+        ens.x[(ens.ids == int(os.environ.get("DIFFDA_NAN_PARTICLE", "0"))).to(ens.x.device)] = float("nan")
+
+
+def _nonfinite_particle(comm: Comm, *ensembles: Ensemble) -> int | None:
+    """The smallest global index of a particle whose state is not finite or whose log-weight is NaN,
+    over all ranks (None when there is none); every rank gets the same answer."""
+    local = float("inf")
+    for e in ensembles:
+        bad = ~torch.isfinite(e.x.flatten(1)).all(dim=1).cpu() | torch.isnan(e.log_w).cpu()
+        if bad.any():
+            local = min(local, float(e.ids.cpu()[bad].min()))
+    first = float(torch.cat(comm.all_gather(torch.tensor([local], dtype=torch.float64, device=comm.device))).min().cpu())
+    return None if first == float("inf") else int(first)
+
+
 def _guidance_options(cfg: Config) -> dict:
     g = cfg.guidance
     return {"mmps": {"cg_iterations": g.cg_iterations, "covariance": g.covariance}, "sda": {"gamma": g.gamma},
@@ -341,14 +389,14 @@ def _max_over_ranks(comm: Comm, value: float) -> float:
     return float(torch.cat(vals).max().cpu())
 
 
-def _initial_ensemble(problem: Problem, cfg: Config, comm: Comm, n_total: int,
+def _initial_ensemble(x0: torch.Tensor, cfg: Config, comm: Comm, n_total: int,
                       device: torch.device, dtype: torch.dtype) -> Ensemble:
-    """``x0 + init_std * eps_i``, ``eps_i`` from particle ``i``'s own stream."""
+    """``x0 + init_std * eps_i``, ``eps_i`` from particle ``i``'s own stream; ``x0`` is ``[*S]``, or
+    ``[K, *S]`` for a denoiser conditioned on K states."""
     n = shard_sizes(n_total, comm.size)[comm.rank]
     start = shard_start(n_total, comm.size, comm.rank)
     ids = torch.arange(start, start + n, dtype=torch.long)
     noise = ParticleNoise(cfg.run.seed, 0, ids, "init", device, dtype)
-    x0 = problem.initial_state()  # [*S], or [K, *S] for a denoiser conditioned on K states
     x = x0 + cfg.filter.init_std * noise.normal(None, tuple(x0.shape)) if n else x0.new_zeros((0, *x0.shape))
     log_w = torch.full((n,), -float(np.log(n_total)), dtype=torch.float64)
     return Ensemble(ids, x, log_w)

@@ -204,6 +204,8 @@ def print_summary(cfg: Config, metrics: dict, out_dir: Path, resumed_from: int) 
                 "alpha_mean", "resample_count", "wall_seconds", "denoiser_seconds", "denoiser_calls"):
         v = metrics.get(key)
         rows.append((key, f"{v:.4g}" if isinstance(v, float) else str(v)))
+    if metrics.get("unscored"):  # non-finite truth: scores NaN, left out of the means above
+        rows.append(("unscored cycles", ", ".join(map(str, metrics["unscored"]))))
     rows.append(("analysis", str(out_dir / "analysis.zarr")))
     plots = [out_dir / "cycles.png"] + ([out_dir / "maps.png"] if (out_dir / "maps.png").exists() else [])
     rows.append(("metrics / plot", f"{out_dir / 'metrics.json'}, {', '.join(map(str, plots))}"))

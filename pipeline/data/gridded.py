@@ -212,9 +212,23 @@ class GriddedProblem:
         return ((x - self._mean) / self._std).to(self.device, self.dtype)
 
     def initial_state(self) -> Tensor:
+        """The reference at the ``history`` times up to cycle 0, normalised; an ``InputError`` naming
+        the first non-finite point (variable, level, time, latitude, longitude)."""
         idx = list(range(self.first - self.history + 1, self.first + 1))
-        states = torch.stack([self.normalise(self.reference.read(i).astype(np.float64)) for i in idx])
-        return states[0] if self.history == 1 else states
+        states = []
+        for i in idx:
+            x = self.reference.read(i).astype(np.float64)
+            bad = np.argwhere(~np.isfinite(x))
+            if bad.size:
+                c, h, w = (int(j) for j in bad[0])
+                v, lv = self.layout.channels[c]
+                level = f" at {lv:g} hPa" if lv is not None else ""
+                raise InputError(f"the initial state is not finite: {v}{level} at time {_fmt_time(self.reference.times[i])}, "
+                                 f"latitude {float(self.layout.latitude[h]):g}, longitude {float(self.layout.longitude[w]):g} "
+                                 f"({len(bad)} value(s) NaN or infinite in {self.reference.name}); fix the store "
+                                 "or start the window elsewhere (run.start)")
+            states.append(self.normalise(x))
+        return states[0] if self.history == 1 else torch.stack(states)
 
     def observation(self, k: int) -> Observation:
         y, _ = self._cycle(k)

@@ -1,0 +1,63 @@
+r"""Per-variable scores of a gridded run: T850, Z500, U250 against the truth and 6-hour persistence.
+
+``panel_scores(run_dir, data_dir, skip)`` reads ``run_dir/analysis.zarr`` (the physical mean under
+each variable's name, ``[time, level, lat, lon]``) and ``data_dir/truth.zarr``, and returns, over the
+cycles after the first ``skip`` (the spin-up), the RMSE ``sqrt(mean (a - x)^2)`` of each panel in
+physical units, the same for persistence ``x(t - 6 h)`` (the previous true state: the estimate a
+filter must beat to be worth its observations), and the run's own normalised all-channel scores
+(``rmse_analysis``, ``rmse_free``, ``spread_analysis``, ``ess``, ``alpha``, ``cycle_seconds``).
+
+Command line (prints one JSON object)::
+
+    python -m pipeline.evaluate.panels RUN_DIR DATA_DIR [--skip 10]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .maps import PANELS
+
+SIX_HOURS = np.timedelta64(6, "h")
+
+
+def panel_scores(run_dir: str | Path, data_dir: str | Path, skip: int = 10) -> dict:
+    """Scores of the cycles ``skip + 1 ..`` (1-based) of a finished gridded run; see the module doc."""
+    import xarray as xr
+
+    ana = xr.open_zarr(Path(run_dir) / "analysis.zarr", consolidated=False)
+    truth = xr.open_zarr(Path(data_dir) / "truth.zarr", consolidated=False)
+    times = ana.time.values[skip:]
+    out: dict = {"cycles": int(len(times)), "skip": int(skip)}
+    for name, level, label, _unit in PANELS:
+        if name not in ana or name not in truth:
+            continue
+        a = ana[name].sel(level=level, time=times).values
+        x = truth[name].sel(level=level, time=times).values
+        prev = truth[name].sel(level=level, time=times - SIX_HOURS).values
+        out[label] = float(np.sqrt(np.mean((a - x) ** 2)))
+        out[f"{label}_persistence"] = float(np.sqrt(np.mean((prev - x) ** 2)))
+    for key in ("rmse_analysis", "rmse_free", "spread_analysis", "ess", "alpha", "cycle_seconds"):
+        if key in ana:
+            v = ana[key].values[skip:].astype(float)
+            out[key] = float(np.nanmean(v)) if np.isfinite(v).any() else None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m pipeline.evaluate.panels", description=__doc__.split("\n")[0])
+    p.add_argument("run_dir")
+    p.add_argument("data_dir")
+    p.add_argument("--skip", type=int, default=10, help="spin-up cycles left out of the scores")
+    args = p.parse_args(argv)
+    print(json.dumps(panel_scores(args.run_dir, args.data_dir, args.skip), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,23 @@
+"""Per-variable scores of a gridded run (pipeline/evaluate/panels.py) on stores with known errors."""
+
+import numpy as np
+import xarray as xr
+
+from pipeline.evaluate.panels import panel_scores
+
+
+def test_panel_rmse_and_persistence(tmp_path):
+    time = np.datetime64("2000-01-01T00") + np.arange(6) * np.timedelta64(6, "h")
+    coords = {"time": time, "level": [250.0, 500.0, 850.0], "latitude": [-45.0, 45.0], "longitude": [0.0, 90.0, 180.0]}
+    shape = (6, 3, 2, 3)
+    t = np.arange(6, dtype=float)[:, None, None, None] * 0.5 + np.zeros(shape)  # +0.5 K per 6 h
+    truth = xr.Dataset({"temperature": (tuple(coords), t)}, coords=coords)
+    (tmp_path / "data").mkdir()
+    truth.to_zarr(tmp_path / "data" / "truth.zarr")
+    ana = truth.isel(time=slice(1, None)) + 2.0  # 2 K error everywhere
+    ana["rmse_analysis"] = ("time", np.full(5, 0.3))
+    (tmp_path / "run").mkdir()
+    ana.to_zarr(tmp_path / "run" / "analysis.zarr")
+    s = panel_scores(tmp_path / "run", tmp_path / "data", skip=2)
+    assert s["cycles"] == 3 and "Z500" not in s
+    np.testing.assert_allclose([s["T850"], s["T850_persistence"], s["rmse_analysis"]], [2.0, 0.5, 0.3], rtol=1e-12)

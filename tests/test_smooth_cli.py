@@ -77,3 +77,23 @@ def test_window_denoiser_mismatch_refused():
         check_window(den, 2, 15, 4)
     with pytest.raises(InputError, match="variables"):
         check_window(den, 1, 15, 5)
+
+
+@pytest.mark.mpi
+def test_smoothed_window_independent_of_rank_count(data, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.test_distributed_mpi import MPIEXEC, ROOT, clean_env
+
+    got = {}
+    for n in (1, 2):
+        out = tmp_path / f"p{n}"
+        cmd = [MPIEXEC, "-n", str(n), sys.executable, "-m", "pipeline.cli", "smooth", "pipeline/presets/linear-smooth.yaml",
+               "--data", str(data), "--out", str(out), "--set", "sampler.steps=8", "--set", "smoother.samples=16",
+               "--set", "smoother.window_half_width=2"]
+        proc = subprocess.run(cmd, env=clean_env(), cwd=ROOT, capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        got[n] = xr.open_zarr(out / "analysis.zarr").load()
+    for var in ("x", "x_spread"):
+        np.testing.assert_allclose(got[2][var].values, got[1][var].values, rtol=0, atol=1e-10)

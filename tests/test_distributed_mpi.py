@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from pipeline.distributed.comm import LocalComm
-from pipeline.distributed.failure import exit_code, failure_report, run_ranked
+from pipeline.distributed.failure import exit_code, run_ranked
 from pipeline.distributed.launch import (
     LaunchError,
     detect_launcher,
@@ -29,6 +29,7 @@ from pipeline.distributed.launch import (
     resolve_device,
     slurm_port,
 )
+from pipeline.distributed.watchdog import failure_report
 from pipeline.errors import DiffdaError
 
 ROOT = Path(__file__).resolve().parents[1]

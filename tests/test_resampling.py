@@ -5,8 +5,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.filters.resampling import offspring_counts, systematic
-from pipeline.filters.weights import ess, normalise
+from pipeline.distributed.comm import LocalComm
+from pipeline.filters.ensemble import ess, global_normalise
+from pipeline.filters.resampling import systematic
 
 
 @settings(max_examples=200, deadline=None)
@@ -15,7 +16,7 @@ def test_copies_are_floor_or_ceil(raw, u):
     w = torch.tensor(raw, dtype=torch.float64) + 1e-12
     w = w / w.sum()
     n = len(raw)
-    counts = offspring_counts(systematic(w, u), n).double()
+    counts = torch.bincount(systematic(w, u), minlength=n).double()
     nw = n * w
     # systematic resampling places one point in each interval [j/N, (j+1)/N): the number of
     # points in an interval of length w_i is floor(N w_i) or ceil(N w_i); allow 1e-9 round-off.
@@ -32,7 +33,13 @@ def test_ancestors_sorted_and_uniform_weights_identity():
 
 
 def test_ess_bounds_and_log_sum_exp():
+    comm = LocalComm()
+
+    def ess1(lw):
+        return ess(comm, torch.arange(lw.numel()), lw)
+
     lw = torch.tensor([-1000.0, -1000.0, -1000.0, -1000.0], dtype=torch.float64)
-    assert abs(ess(lw) - 4.0) < 1e-12  # log-sum-exp keeps huge negative log-weights exact
-    assert abs(ess(torch.tensor([0.0, -np.inf, -np.inf], dtype=torch.float64)) - 1.0) < 1e-12
-    assert abs(torch.logsumexp(normalise(torch.randn(10, dtype=torch.float64) * 50), 0)) < 1e-12
+    assert abs(ess1(lw) - 4.0) < 1e-12  # log-sum-exp keeps huge negative log-weights exact
+    assert abs(ess1(torch.tensor([0.0, -np.inf, -np.inf], dtype=torch.float64)) - 1.0) < 1e-12
+    lw = torch.randn(10, dtype=torch.float64) * 50
+    assert abs(torch.logsumexp(global_normalise(comm, torch.arange(10), lw), 0)) < 1e-12

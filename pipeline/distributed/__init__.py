@@ -3,7 +3,8 @@
 Modules: ``comm`` (the ``Comm`` protocol, ``LocalComm``, shard sizes), ``launch`` (MPI / srun /
 torchrun start-up, one torch.distributed group per run), ``torch_comm`` (``TorchComm``),
 ``migration`` (minimal-migration resampling across ranks), ``failure`` (``run_ranked``: one rank
-fails, all stop), ``selftest`` (``python -m pipeline.distributed.selftest``).
+fails, all stop), ``watchdog`` (what ``launch`` and ``failure`` both need: the ``Watchdog``,
+``failure_report``), ``selftest`` (``python -m pipeline.distributed.selftest``).
 """
 
 from .comm import Comm, LocalComm, shard_sizes, shard_start

@@ -8,72 +8,30 @@ exception (gloo and NCCL only notice closed sockets, or give up after the group 
   posts the same line under ``diffda/failed`` in the run's shared store, and ends the whole job:
   ``MPI.COMM_WORLD.Abort(code)`` under MPI (mpiexec kills every rank and exits non-zero),
   otherwise ``os._exit(code)``.
-* :class:`Watchdog` (started by :func:`~pipeline.distributed.launch.launch` on every rank of a
-  multi-rank run) polls that key every ``poll_s`` seconds; when it appears, or rank 0's store
-  becomes unreachable, it prints ``rank R stopping: ...`` and calls ``os._exit(1)``. This is
-  what stops the ranks when there is no MPI to abort with (plain ``srun``, torchrun).
+* :class:`~pipeline.distributed.watchdog.Watchdog` (started by
+  :func:`~pipeline.distributed.launch.launch` on every rank of a multi-rank run) polls that key
+  every ``poll_s`` seconds; when it appears, or rank 0's store becomes unreachable, it prints
+  ``rank R stopping: ...`` and calls ``os._exit(1)``. This is what stops the ranks when there
+  is no MPI to abort with (plain ``srun``, torchrun).
 * The process group's timeout bounds the rest (a rank stuck without raising).
 
 Exit codes: 2 for a :class:`~pipeline.errors.DiffdaError` (as the CLI), 130 for an interrupt, 1
 otherwise. A single-process run (no peers) re-raises, so the CLI reports it as usual.
 
-This module is the process boundary of a rank, the one place in the library that prints.
+This module (with :mod:`~pipeline.distributed.watchdog`, which it builds on) is the process
+boundary of a rank, the one place in the library that prints. Layers, one way down:
+``failure`` -> ``launch`` -> ``watchdog``.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import threading
-import traceback
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from ..errors import DiffdaError
-from .launch import DEFAULT_TIMEOUT_S, FAILURE_KEY, Context, detect_launcher, env_rank_size, launch
-
-
-class Watchdog:
-    """Background thread: exit this process when another rank has posted a failure to ``store``."""
-
-    def __init__(self, store: Any, rank: int, poll_s: float = 0.5, max_errors: int = 6):
-        self.rank, self.poll_s, self.max_errors = rank, poll_s, max_errors
-        self.store = store.clone() if hasattr(store, "clone") else store  # own connection
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"diffda-watchdog-{rank}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        errors = 0
-        while not self._stop.wait(self.poll_s):
-            try:
-                failed = self.store.check([FAILURE_KEY])
-                errors = 0
-            except Exception as err:  # noqa: BLE001  (store gone: rank 0 died, or shutting down)
-                if self._stop.is_set():
-                    return
-                errors += 1
-                if errors < self.max_errors:
-                    continue
-                _die(f"rank {self.rank} stopping: lost contact with the run's store on rank 0 ({err})", 1)
-            if failed and not self._stop.is_set():
-                try:
-                    why = self.store.get(FAILURE_KEY).decode()
-                except Exception:  # noqa: BLE001
-                    why = "another rank failed"
-                _die(f"rank {self.rank} stopping: {why}", 1)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5 * self.poll_s + 5)
-
-
-def _die(message: str, code: int) -> None:
-    try:
-        print(message, file=sys.stderr, flush=True)
-        sys.stdout.flush()
-    finally:
-        os._exit(code)
+from .launch import DEFAULT_TIMEOUT_S, Context, detect_launcher, env_rank_size, launch
+from .watchdog import FAILURE_KEY, failure_report
 
 
 def exit_code(err: BaseException) -> int:
@@ -85,16 +43,6 @@ def exit_code(err: BaseException) -> int:
     if isinstance(err, SystemExit):
         return err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
     return 1
-
-
-def failure_report(rank: int, err: BaseException) -> str:
-    """``[rank R] <traceback lines>`` (not for a DiffdaError) then ``rank R failed: <Type>: <msg>``."""
-    lines = []
-    if not isinstance(err, DiffdaError):
-        tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-        lines += [f"[rank {rank}] {line}" for line in tb.rstrip().splitlines()]
-    lines.append(f"rank {rank} failed: {type(err).__name__}: {err}")
-    return "\n".join(lines)
 
 
 def _world_size_before_launch(launcher: str) -> int:

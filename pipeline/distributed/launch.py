@@ -48,12 +48,12 @@ import torch
 from ..data.atomic import write_text
 from ..errors import DiffdaError
 from .comm import Comm, LocalComm
+from .watchdog import FAILURE_KEY, Watchdog, failure_report
 
 Launcher = Literal["mpi", "torchrun", "slurm", "local"]
 
 MPI_ENV = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
 DEFAULT_TIMEOUT_S = 1800.0
-FAILURE_KEY = "diffda/failed"
 
 
 class LaunchError(DiffdaError):
@@ -229,8 +229,6 @@ class Context:
             self._watchdog = None
         if self.store is None or self.size <= 1:
             return
-        from .failure import failure_report
-
         try:
             if not self.store.check([FAILURE_KEY]):
                 self.store.set(FAILURE_KEY, failure_report(self.rank, exc).splitlines()[-1])
@@ -346,7 +344,6 @@ def launch(device: str = "auto", backend: str = "auto", timeout_s: float = DEFAU
     if store is None:
         store = torch.distributed.HashStore()
 
-    from .failure import Watchdog, failure_report
     from .torch_comm import TorchComm
 
     dog = Watchdog(store, info.rank)  # from here on, a failing rank stops the others

@@ -18,8 +18,3 @@ def systematic(weights: Tensor, u: float) -> Tensor:
     cdf[-1] = 1.0  # guard round-off: every point falls inside
     points = (torch.arange(n, dtype=torch.float64, device=weights.device) + u) / n
     return torch.searchsorted(cdf, points, right=True).clamp(max=n - 1)
-
-
-def offspring_counts(ancestors: Tensor, n: int) -> Tensor:
-    """Copies of each particle: ``[n]``."""
-    return torch.bincount(ancestors, minlength=n)

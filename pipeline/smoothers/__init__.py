@@ -1,13 +1,15 @@
 r"""Score-based trajectory smoothing (Rozet & Louppe, SDA): ``p(x_{1:L} | y_{1:L})`` from a window prior.
 
 - :mod:`.compose`: the whole-trajectory denoiser composed from a window denoiser over ``2k+1`` states;
-- :mod:`.gaussian`: the exact linear-Gaussian window denoiser (the KDE and MLP window denoisers are
-  not written yet);
+- :mod:`.gaussian`: the exact linear-Gaussian window denoiser (the oracle's prior);
+- :mod:`.kde`: the training-free KDE over windows cut from an archive trajectory (not yet tested
+  against the filter on Lorenz-63/96);
+- :mod:`.guidance`: the likelihood score over the whole window (SDA, MMPS);
 - :mod:`.rts`: the Rauch–Tung–Striebel smoother (the oracle);
-- :mod:`.smoother`: guided sampling of S trajectories, in overlapping blocks.
+- :mod:`.smoother`: guided sampling of S trajectories, in overlapping blocks;
+- :mod:`.window`: the window's checks (width, variables, observation times);
+- :mod:`.bench`: ``diffda bench smoother`` (error against RTS for k and C).
 
-Status (2026-12-02): work in progress for issue 12. Not wired to a command (`diffda smooth`).
-Checked against the RTS oracle only at full width (2k+1 = L, tests/test_smoother_oracle.py). With
-2k+1 < L, MMPS's Jacobian covariance diverges (the composed Jacobian is not symmetric) and SDA
-guidance is 0.3 to 0.5 posterior std off RTS, so the 0.15 target is not met yet.
+Entry: ``diffda smooth`` (:mod:`pipeline.commands.smooth`). Checked against RTS in
+tests/test_smoother_oracle.py and tests/test_smooth_cli.py (rank-count invariance under mpiexec too).
 """

@@ -81,9 +81,9 @@ class TwinProblem:
         x0 = self.truth_values[0]
         bad = torch.nonzero(~torch.isfinite(x0)).flatten()
         if bad.numel():
-            from .data.era5 import _fmt_time
+            from .data.era5 import fmt_time
 
-            raise InputError(f"the initial state is not finite: {self.name} at time {_fmt_time(self.initial_time)}, "
+            raise InputError(f"the initial state is not finite: {self.name} at time {fmt_time(self.initial_time)}, "
                              f"component {int(bad[0])} ({bad.numel()} value(s) NaN or infinite); fix truth.zarr "
                              "or start the window elsewhere (run.start)")
         return x0.to(self.device, self.dtype)

@@ -26,7 +26,7 @@ import xarray as xr
 from . import __version__
 from . import particle_checkpoint
 from .config import Config
-from .data.era5 import _fmt_time
+from .data.era5 import fmt_time
 from .distributed.comm import Comm, LocalComm, TimedComm, shard_sizes, shard_start
 from .errors import DiffdaError
 from .evaluate.scores import crps, rmse, spread
@@ -192,7 +192,7 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         truth = problem.truth(k)
         if truth is not None and not bool(torch.isfinite(truth).all()):
             if log is not None and comm.rank == 0:
-                log(f"warning: cycle {k}: the truth at {_fmt_time(problem.times[k - 1])} is not finite; "
+                log(f"warning: cycle {k}: the truth at {fmt_time(problem.times[k - 1])} is not finite; "
                     f"cycle {k} is not scored")
             truth = None
         all_x, all_lw = gather_ensemble(comm, now) if (truth is not None or members) else (None, None)
@@ -369,7 +369,7 @@ def _nonfinite_particle(comm: Comm, *ensembles: Ensemble) -> int | None:
         bad = ~torch.isfinite(e.x.flatten(1)).all(dim=1).cpu() | torch.isnan(e.log_w).cpu()
         if bad.any():
             local = min(local, float(e.ids.cpu()[bad].min()))
-    first = float(torch.cat(comm.all_gather(torch.tensor([local], dtype=torch.float64, device=comm.device))).min().cpu())
+    first = -_max_over_ranks(comm, -local)
     return None if first == float("inf") else int(first)
 
 

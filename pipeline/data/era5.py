@@ -134,7 +134,8 @@ def _time(t: Any) -> np.datetime64:
         raise InputError(f"cannot read {t!r} as a time; use ISO 8601, e.g. 2020-01-01T06") from None
 
 
-def _fmt_time(t: Any) -> str:
+def fmt_time(t: Any) -> str:
+    """A time as ``YYYY-MM-DDTHH:MM`` (minutes) for messages; anything not a datetime as ``str``."""
     return str(np.datetime_as_string(np.datetime64(t, "m"))) if np.issubdtype(np.asarray(t).dtype, np.datetime64) else str(t)
 
 
@@ -193,13 +194,13 @@ def _select_time(ds: xr.Dataset, start: Any, stop: Any, name: str) -> xr.Dataset
     if start is not None:
         s = _time(start) if np.issubdtype(times.dtype, np.datetime64) else start
         if s < lo or s > hi:
-            raise InputError(f"{name}: requested start {_fmt_time(s)} is outside the data, which runs "
-                             f"{_fmt_time(lo)} .. {_fmt_time(hi)}; choose a start in that range")
+            raise InputError(f"{name}: requested start {fmt_time(s)} is outside the data, which runs "
+                             f"{fmt_time(lo)} .. {fmt_time(hi)}; choose a start in that range")
     if stop is not None:
         e = _time(stop) if np.issubdtype(times.dtype, np.datetime64) else stop
         if e > hi or e < lo:
-            raise InputError(f"{name}: requested stop {_fmt_time(e)} is outside the data, which runs "
-                             f"{_fmt_time(lo)} .. {_fmt_time(hi)}"
+            raise InputError(f"{name}: requested stop {fmt_time(e)} is outside the data, which runs "
+                             f"{fmt_time(lo)} .. {fmt_time(hi)}"
                              + (" (valid_time_stop)" if ds.attrs.get("clipped_to_valid_time") else "")
                              + "; choose a stop in that range")
     if start is None and stop is None:
@@ -218,7 +219,7 @@ def check_time_steps(times: np.ndarray, name: str = "store", step: Any = None) -
     if bad.size:
         i = int(bad[0])
         what = "a time gap" if d[i] > step else "an irregular time step"
-        raise InputError(f"{name} has {what}: {_fmt_time(times[i])} is followed by {_fmt_time(times[i + 1])} "
+        raise InputError(f"{name} has {what}: {fmt_time(times[i])} is followed by {fmt_time(times[i + 1])} "
                          f"(expected every {_fmt_step(step)}); fill the gap or choose a time range without it")
     return step
 
@@ -386,7 +387,7 @@ def compute_statistics(ds: xr.Dataset) -> Statistics:
             where = ", ".join(_fmt_level(levels[v][i]) + " hPa" for i in bad) if levels[v] else "all points"
             raise InputError(f"{v} holds NaNs or infinities at {where}; select other levels or fix the store")
     t = ds.time.values
-    attrs = {"time_start": _fmt_time(t[0]), "time_stop": _fmt_time(t[-1]), "times": int(len(t)),
+    attrs = {"time_start": fmt_time(t[0]), "time_stop": fmt_time(t[-1]), "times": int(len(t)),
              "grid": grid_description(ds.latitude.values, ds.longitude.values),
              "source": str(ds.attrs.get("source", ""))}
     return Statistics(levels, mean, std, res, attrs)
@@ -428,8 +429,8 @@ class Era5Reader:
     def index_of(self, time: Any) -> int:
         hits = np.flatnonzero(self.times == time)
         if not hits.size:
-            raise InputError(f"{self.name} has no time {_fmt_time(time)} (it runs {_fmt_time(self.times[0])} .. "
-                             f"{_fmt_time(self.times[-1])}); a time gap or a window beyond the data")
+            raise InputError(f"{self.name} has no time {fmt_time(time)} (it runs {fmt_time(self.times[0])} .. "
+                             f"{fmt_time(self.times[-1])}); a time gap or a window beyond the data")
         return int(hits[0])
 
     def read(self, index: int | slice) -> np.ndarray:

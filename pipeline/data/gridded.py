@@ -56,7 +56,7 @@ from ..errors import InputError
 from ..models.network_checkpoint import GridLayout
 from ..models.normalisation import Normalisation
 from .era5 import (COORD_ATTRS, Era5Reader, Statistics, check_grid, check_time_steps, cf_attrs,
-                   compute_statistics, open_store, _fmt_time)
+                   compute_statistics, open_store, fmt_time)
 from .stream import Prefetcher
 
 #: the problems made in this process (weakly held), for instrumentation such as ``diffda bench io``
@@ -136,8 +136,8 @@ class ObservationReader:
     def read(self, time: Any) -> np.ndarray:
         hits = np.flatnonzero(self.times == time)
         if not hits.size:
-            raise InputError(f"{self.name} has no observations at {_fmt_time(time)}, a cycle time of the window "
-                             f"(its times run {_fmt_time(self.times[0])} .. {_fmt_time(self.times[-1])}); "
+            raise InputError(f"{self.name} has no observations at {fmt_time(time)}, a cycle time of the window "
+                             f"(its times run {fmt_time(self.times[0])} .. {fmt_time(self.times[-1])}); "
                              "a time gap: fill it (NaN fields are fine) or shorten the window")
         part = self.ds.isel(time=int(hits[0])).compute()
         C, H, W = self.layout.shape
@@ -223,7 +223,7 @@ class GriddedProblem:
                 c, h, w = (int(j) for j in bad[0])
                 v, lv = self.layout.channels[c]
                 level = f" at {lv:g} hPa" if lv is not None else ""
-                raise InputError(f"the initial state is not finite: {v}{level} at time {_fmt_time(self.reference.times[i])}, "
+                raise InputError(f"the initial state is not finite: {v}{level} at time {fmt_time(self.reference.times[i])}, "
                                  f"latitude {float(self.layout.latitude[h]):g}, longitude {float(self.layout.longitude[w]):g} "
                                  f"({len(bad)} value(s) NaN or infinite in {self.reference.name}); fix the store "
                                  "or start the window elsewhere (run.start)")
@@ -386,13 +386,13 @@ def load_gridded(cfg: Any, data_dir: Path | None, device: torch.device, dtype: t
     cycles = cfg.run.cycles or available
     if cycles > available:
         raise InputError(f"run.cycles={cycles} but {reference.name} holds only {available} cycles after "
-                         f"{_fmt_time(reference.times[first])}; shorten the window or extend the data")
+                         f"{fmt_time(reference.times[first])}; shorten the window or extend the data")
     times = reference.times[first + 1: first + 1 + cycles]
     missing = [t for t in times if not (observations.times == t).any()]
     if missing:
         raise InputError(f"observations {obs_src} lack {len(missing)} cycle time(s) of the window, first "
-                         f"{_fmt_time(missing[0])} (a time gap; the window runs {_fmt_time(times[0])} .. "
-                         f"{_fmt_time(times[-1])} every {step}); fill it or shorten the window")
+                         f"{fmt_time(missing[0])} (a time gap; the window runs {fmt_time(times[0])} .. "
+                         f"{fmt_time(times[-1])} every {step}); fill it or shorten the window")
     return GriddedProblem(reference, observations, normalisation, denoiser, times, first, history, device, dtype,
                           prefetch=int(getattr(d, "prefetch", 1)), name=str(getattr(d, "preset", "gridded")))
 

@@ -86,13 +86,13 @@ class FilterConfig(Section):
     target_ess: tuple[float, float] = Field((0.2, 0.25), description="tempering: the ESS band, fractions of N")
     resample_threshold: float = Field(0.5, ge=0.0, le=1.0, description="resample when ESS/N falls below")
     regularization: float = Field(0.0, ge=0.0, description="jitter scale 'reg' (DAPPER); 0 = off")
-    inflation: float = Field(1.0, ge=1.0, description="ETKF multiplicative inflation")
+    inflation: float = Field(1.0, ge=1.0, description="etkf, letkf: multiplicative inflation of the prior anomalies; pf-local: of the resampled spread")
     kde_bandwidth_x: float = Field(1.0, gt=0.0, description="kde: state bandwidth factor on Scott's rule")
     kde_bandwidth_y: float = Field(1.0, gt=0.0, description="kde: measurement bandwidth factor on Scott's rule")
     localization_radius: float | None = Field(
         None, gt=0.0, description="letkf, pf-local: Gaspari-Cohn half-width c (zero beyond 2c): ring index "
         "distance on twins, great-circle km on grids (DAPPER's loc_rad = c / 1.82); None = infinite")
-    rtps: float = Field(0.0, ge=0.0, le=1.0, description="letkf: relaxation to prior spread (Whitaker & Hamill 2012)")
+    rtps: float = Field(0.0, ge=0.0, le=1.0, description="letkf: relaxation to prior spread (Whitaker & Hamill 2012); pf-local: of the resampled spread")
     spinup: int = Field(0, ge=0, description="cycles left out of the summary metrics")
     init_std: float = Field(1.0, ge=0.0, description="initial ensemble: truth at cycle 0 plus N(0, init_std^2)")
 

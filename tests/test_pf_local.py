@@ -9,7 +9,7 @@ import torch
 import xarray as xr
 
 from pipeline.config import ConfigError, load_config
-from pipeline.filters.pf_local import adaptive_alpha_columns, local_systematic
+from pipeline.filters.pf_local import adaptive_alpha_columns, local_systematic, restore_spread
 from pipeline.filters.resampling import systematic
 from pipeline.filters.tempering import adaptive_alpha
 from pipeline.run import assimilate
@@ -21,6 +21,25 @@ def test_local_systematic_is_systematic_per_row() -> None:
     a = local_systematic(lw, 0.37)
     for p in range(5):
         assert torch.equal(a[p], systematic(torch.exp(lw[p]), 0.37))
+
+
+def test_restore_spread_hits_its_target_spread() -> None:
+    """Step 4b: the rescaled anomalies have spread ``inflation (a sigma^f + (1 - a) sigma^w)`` per field
+    and column exactly, keep the resampled mean, and leave a zero-spread column alone."""
+    g = torch.Generator().manual_seed(5)
+    n, f, q = 8, 3, 4
+    prior = torch.randn(n, f, q, generator=g, dtype=torch.float64)
+    lw = torch.log_softmax(torch.randn(n, q, generator=g, dtype=torch.float64), 0)
+    resampled = prior[torch.tensor([0, 0, 1, 2, 2, 2, 5, 7])].clone()
+    resampled[:, :, 3] = prior[4, :, 3]  # one parent everywhere: no spread to rescale
+    out = restore_spread(prior, resampled, lw, 0.5, 1.1)
+    w = torch.exp(lw)[:, None, :]
+    mean_w = (w * prior).sum(0)
+    sigma_w = torch.sqrt((w * (prior - mean_w) ** 2).sum(0))
+    target = 1.1 * (0.5 * prior.std(0, unbiased=False) + 0.5 * sigma_w)
+    assert torch.allclose(out.std(0, unbiased=False)[:, :3], target[:, :3], rtol=1e-12)
+    assert torch.allclose(out.mean(0), resampled.mean(0), rtol=0, atol=1e-12)
+    assert torch.equal(out[:, :, 3], resampled[:, :, 3])
 
 
 def test_adaptive_alpha_columns_matches_the_scalar_rule() -> None:

@@ -15,6 +15,15 @@ Per cycle:
    ``c / 4``), so where neighbours pick different parents the member is a convex blend of them
    instead of a seam; ``x~_j(p) = sum_a x_a(p) T~_p[a, j]`` on the current (and carried past) states,
    by the column all-to-all of :mod:`.columns`;
+4b. spread restoration (when ``rtps > 0`` or ``inflation > 1``): resampling duplicates parents and
+   the blend of step 4 averages them, so the resampled ensemble's spread falls below the weighted
+   posterior spread ``sigma^w_p = (sum_i w_pi (x_i - xbar^w)^2)^{1/2}``, cycle after cycle, and the
+   filter loses the spread its weights need (the collapse Poterjoy 2016 answers by merging with
+   prior members). Per column and field the resampled anomalies are rescaled,
+   ``x~_j <- xbar~ + (x~_j - xbar~) rho sigma^t / sigma~``, to the target
+   ``sigma^t = a sigma^f + (1 - a) sigma^w`` (``a = rtps``: relaxation to the prior spread
+   ``sigma^f`` of Whitaker & Hamill 2012, as in the LETKF; ``rho = inflation``); columns where the
+   resampled spread is zero are left as they are. The carried past states get the same treatment;
 5. propagation from ``x~_j`` by guided reverse diffusion (the proposal uses the true ``Sigma_y``);
    weights are uniform afterwards (the local weights are spent in the resampling).
 
@@ -73,6 +82,8 @@ class LocalPF:
     seed: int = 0
     band: tuple[float, float] | None = None  # adaptive tempering per column
     history: int = 1
+    rtps: float = 0.0  # relaxation of the resampled spread to the prior's (step 4b)
+    inflation: float = 1.0  # multiplies the target spread of step 4b
 
     def cycle(self, ens: Ensemble, cycle: int, observation: Observation) -> CycleResult:
         comm, p, shape = self.comm, self.propagator, self.state_shape
@@ -86,7 +97,7 @@ class LocalPF:
             ll = gather_rows(comm, ens.ids, per_obs_log_likelihood(observation, hm).cpu())[0]  # [N, M]
             log_w, diag = self.local_weights(log_prior, ll, observation)
             ancestors = local_systematic(log_w, shared_uniform(self.seed, cycle))  # [P, N]
-            x = self.resample(ens.ids, ens.x, ancestors)
+            x = self.resample(ens.ids, ens.x, ancestors, log_w)
             diag.resampled = True
         log_w_new = torch.full((ens.n_local,), -math.log(self.n_total), dtype=torch.float64)
         x_next = p.propagate(x, ens.ids, cycle, shape, observation)
@@ -109,8 +120,9 @@ class LocalPF:
         d = Diagnostics(ess=float(batched_ess(lw).mean()), alpha=float(alpha.mean()))
         return lw.expand(geo.n_columns, -1) if lw.shape[0] == 1 else lw, d
 
-    def resample(self, ids: Tensor, x: Tensor, ancestors: Tensor) -> Tensor:
-        """``x~_j(p) = sum_a x_a(p) T~_p[a, j]`` for this rank's slots ``j`` (``x`` ``[n, (K,) *S]``)."""
+    def resample(self, ids: Tensor, x: Tensor, ancestors: Tensor, log_w: Tensor) -> Tensor:
+        """``x~_j(p) = sum_a x_a(p) T~_p[a, j]`` for this rank's slots ``j`` (``x`` ``[n, (K,) *S]``),
+        then step 4b with the local log-weights ``log_w`` ``[P, N]``."""
         comm, P, n = self.comm, self.geometry.n_columns, self.n_total
         block = column_block(P, comm.size, comm.rank)
         rank_ids = all_ids(comm, ids)
@@ -124,4 +136,22 @@ class LocalPF:
             S = smoothing_matrix(self.geometry, SMOOTHING_FRACTION * self.radius)[block]  # [P_q, P]
             Ts = torch.einsum("qp,pij->qij", S, T)  # [P_q, N, N]
             out = torch.einsum("ifq,qij->jfq", xc.double().cpu(), Ts).to(xc.dtype).to(xc.device)
+        if self.rtps > 0 or self.inflation != 1.0:
+            out = restore_spread(xc, out, log_w[block].T, self.rtps, self.inflation)
         return from_columns(comm, out, P, rank_ids).reshape(x.shape).to(x.device, x.dtype)
+
+
+def restore_spread(prior: Tensor, resampled: Tensor, log_w: Tensor, rtps: float, inflation: float) -> Tensor:
+    """Step 4b: ``resampled`` ``[N, F, Q]`` with its anomalies rescaled per (field, column) to
+    ``inflation (rtps sigma^f + (1 - rtps) sigma^w)``, where ``sigma^f`` is the spread of ``prior``
+    ``[N, F, Q]`` and ``sigma^w`` its spread under the normalised log-weights ``log_w`` ``[N, Q]``."""
+    xp, xr = prior.double().cpu(), resampled.double().cpu()
+    w = torch.exp(log_w.double().cpu())[:, None, :]  # [N, 1, Q]
+    mean_w = (w * xp).sum(0)
+    sigma_w = torch.sqrt((w * (xp - mean_w) ** 2).sum(0))
+    sigma_f = xp.std(0, unbiased=False)
+    mean_r = xr.mean(0)
+    sigma_r = xr.std(0, unbiased=False)
+    target = inflation * (rtps * sigma_f + (1 - rtps) * sigma_w)
+    scale = torch.where(sigma_r > 1e-12 * (1 + sigma_f), target / sigma_r.clamp_min(1e-300), torch.ones_like(sigma_r))
+    return (mean_r + (xr - mean_r) * scale).to(resampled.dtype).to(resampled.device)

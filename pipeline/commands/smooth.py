@@ -1,4 +1,4 @@
-"""``diffda smooth [CONFIG.yaml] [--preset NAME] [--data DIR] [--out DIR] [--set key=value ...] [--fresh]``.
+"""``diffda smooth [CONFIG.yaml] [--preset NAME] [--data DIR] [--out DIR] [--set key=value ...] [--fresh] [--quiet]``.
 
 The trajectory posterior of one window (``run.start``, ``run.cycles``) given all its observations:
 S samples from the score-based smoother (window denoiser over 2k+1 states, ``smoother:`` section),
@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_input_arguments(p, "linear, lorenz63, lorenz96", "runs/smooth-<preset>", "smoother.window_half_width=3")
     p.add_argument("--fresh", action="store_true", help="smooth again a window already complete in --out")
+    p.add_argument("--quiet", action="store_true", help="no summary table")
     p.set_defaults(func=main)
 
 
@@ -48,11 +49,11 @@ def main(args: argparse.Namespace) -> int:
     from ..stop import StopFlag
 
     with StopFlag() as stop:  # USR2/SIGTERM before sampling: exit 75/143 without writing; a rerun smooths
-        rc, _ = execute(cfg, data_dir, out_dir, fresh=args.fresh, should_stop=stop)
+        rc, _ = execute(cfg, data_dir, out_dir, fresh=args.fresh, quiet=args.quiet, should_stop=stop)
     return rc
 
 
-def execute(cfg, data_dir: Path, out_dir: Path, fresh: bool = False,
+def execute(cfg, data_dir: Path, out_dir: Path, fresh: bool = False, quiet: bool = False,
             should_stop=None) -> tuple[int, "SmoothResult | None"]:
     """The one entry of a smoothing window (``diffda smooth``, the submitit job, ``diffda run-window``).
 
@@ -62,12 +63,12 @@ def execute(cfg, data_dir: Path, out_dir: Path, fresh: bool = False,
     from ..distributed.failure import run_ranked
 
     box: list = []
-    rc = run_ranked(lambda ctx: body(ctx, cfg, data_dir, out_dir, fresh, should_stop, box),
+    rc = run_ranked(lambda ctx: body(ctx, cfg, data_dir, out_dir, fresh, quiet, should_stop, box),
                     device="cpu", backend=cfg.run.backend)
     return rc, (box[0] if box else None)
 
 
-def body(ctx, cfg, data_dir: Path, out_dir: Path, fresh: bool, should_stop, result_box: list) -> int:
+def body(ctx, cfg, data_dir: Path, out_dir: Path, fresh: bool, quiet: bool, should_stop, result_box: list) -> int:
     """One rank's work, ``out_dir`` locked: make inputs (rank 0), smooth, print the summary (rank 0)."""
     from ..smoothers.window import smooth_window
     from ..stop import EXIT_STOPPED
@@ -88,7 +89,8 @@ def body(ctx, cfg, data_dir: Path, out_dir: Path, fresh: bool, should_stop, resu
     if comm.rank == 0:
         if result.skipped:
             print(f"{out_dir} already holds this window (metrics.json); skipped", file=sys.stderr, flush=True)
-        print_summary(cfg, result.metrics, out_dir)
+        if not quiet:
+            print_summary(cfg, result.metrics, out_dir)
     return 0
 
 

@@ -74,11 +74,16 @@ def window_denoiser(cfg: Config, preset: str, params: dict, dim: int) -> Denoise
     raise ConfigError(f"model={cfg.model.kind}: diffda smooth takes model=gaussian or model=kde")
 
 
-def check_window(denoiser: Denoiser, k: int, length: int, dim: int) -> None:
-    """Refuse a window shorter than ``2k+1`` and a denoiser of another width or variable count."""
+def check_length(k: int, length: int) -> None:
+    """Refuse a window shorter than ``2k+1``."""
     if length < 2 * k + 1:
         raise ConfigError(f"smoother.window_half_width={k} needs a window of at least 2k+1 = {2 * k + 1} "
                           f"observation times; run.cycles gives {length}")
+
+
+def check_window(denoiser: Denoiser, k: int, length: int, dim: int) -> None:
+    """Refuse a window shorter than ``2k+1`` and a denoiser of another width or variable count."""
+    check_length(k, length)
     width = getattr(denoiser, "width", None)
     if width != 2 * k + 1:
         raise ConfigError(f"the window denoiser spans {width} states but smoother.window_half_width={k} "
@@ -145,8 +150,7 @@ def smooth_window(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None 
                                                     (k == "dim" and attrs["preset"] != "lorenz63")})
     length, dim = problem.n_cycles, problem.state_shape[0]
     k, n_total = cfg.smoother.window_half_width, cfg.smoother.samples
-    if length < 2 * k + 1:  # before building the denoiser (the KDE simulates an archive)
-        check_window(None, k, length, dim)
+    check_length(k, length)  # before building the denoiser (the KDE simulates an archive)
     window = window_denoiser(cfg, attrs["preset"], params, dim)
     check_window(window, k, length, dim)
     spec = spec_of(cfg)

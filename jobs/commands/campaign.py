@@ -74,8 +74,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"campaign {root}: {len(ws)} {what} window(s) of {args.window} "
               f"({ws[0]['start']} .. {ws[-1]['end']}), job(s) {', '.join(sorted(set(i.split('_')[0] for i in ids)))}")
         for w in ws:
+            spinup = "" if args.kind == "smooth" else f" (spin-up {w['spinup']})"
             print(f"  {w['name']}  {w['start']} .. {w['end']}  cycles {w['run_start'] + 1}..{w['run_start'] + w['cycles']}"
-                  f" (spin-up {w['spinup']})  job {w['submissions'][-1]['job_id']}")
+                  f"{spinup}  job {w['submissions'][-1]['job_id']}")
         print(f"  logs     {root / 'slurm'}")
         print(f"  follow   diffda status {root}")
     if not args.wait:

@@ -52,9 +52,9 @@ class EntryJob(DiffdaJob):
         return self.entry().execute(cfg, data_dir, out_dir, fresh=self.fresh, quiet=self.quiet,
                                     should_stop=should_stop)
 
-    def summary(self, result: Any) -> dict:
+    def summary(self, result: Any) -> dict:  # pragma: no cover - abstract
         """What the job's result adds to ``out``, ``metrics`` and ``seconds``."""
-        return {}
+        raise NotImplementedError
 
     def resolve(self) -> tuple[Any, Path, Path]:
         """(validated config, data directory, output directory) of this job."""

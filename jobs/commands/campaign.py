@@ -61,7 +61,8 @@ def main(args: argparse.Namespace) -> int:
         if missing:
             raise DiffdaError("campaign needs " + ", ".join(f"--{m}" for m in missing) + " (or --resume DIR)")
         preset = args.preset
-        default = f"smooth-campaign-{preset or 'linear'}" if args.kind == "smooth" else f"campaign-{preset or 'lorenz96'}"
+        default = f"smooth-campaign-{preset or 'linear'}" if args.kind == "smooth" else \
+            f"campaign-{preset or 'lorenz96'}"
         root = (args.out or Path("runs") / default).resolve()
         manifest, warnings = campaign.create(
             args.config, args.overrides, args.data, root, args.profile, args.start, args.end, args.window,

@@ -6,7 +6,7 @@ A window is the unit of work: a stop on ``USR2``/``SIGTERM`` before sampling end
 nothing written, one during sampling lets the window finish; a window already complete in ``out``
 (its ``metrics.json``) is skipped, so a requeued or resubmitted job writes each window once.
 
-From Python::
+From Python (``ex`` a submitit executor, as in :mod:`jobs.assimilate`)::
 
     from jobs.smooth import Smooth
     job = ex.submit(Smooth("pipeline/presets/linear-smooth.yaml", ["run.start=20"], "data/linear", "runs/s1"))

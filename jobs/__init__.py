@@ -4,6 +4,7 @@ Entry points (each a submitit ``Checkpointable``; a preempted or timed-out job i
 resumes from its own checkpoint):
 
 :class:`jobs.assimilate.Assimilate`   ``diffda run`` on every task; stops between cycles on USR2/SIGTERM
+:class:`jobs.smooth.Smooth`           ``diffda smooth`` on every task: one window, skipped when complete
 :class:`jobs.prepare.Prepare`         ``diffda make-data`` / ``diffda prepare``
 :class:`jobs.train.Train`             ``diffda train`` (resumes from ``training.pt``)
 :class:`jobs.evaluate.Evaluate`       metrics and plots from finished runs

@@ -1,9 +1,11 @@
 r"""The assimilation job: exactly what ``diffda run`` does, on every task of a SLURM job.
 
 ``Assimilate(config, overrides, data, out)`` is what ``diffda submit`` and ``diffda campaign``
-pickle; it calls :func:`pipeline.commands.run.execute` (the one entry of a run, as ``diffda run`` does), with a stop flag that ends the run after a
-checkpointed cycle on ``USR2``/``SIGTERM`` (see :mod:`jobs.common`). A requeued or resubmitted job
-resumes after the last complete cycle. Returns (task 0) a small summary dict.
+pickle; it calls :func:`pipeline.commands.run.execute` (the one entry of a run, as ``diffda run``
+does), with a stop flag that ends the run after a checkpointed cycle on ``USR2``/``SIGTERM`` (see
+:mod:`jobs.common`). A requeued or resubmitted job resumes after the last complete cycle. Returns
+(task 0) a small summary dict. :class:`EntryJob` is what it shares with the other job kind that
+calls a pipeline entry (:class:`jobs.smooth.Smooth`).
 
 From Python::
 
@@ -19,12 +21,18 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from .common import DiffdaJob, JobStopped
 
 
-class Assimilate(DiffdaJob):
+class EntryJob(DiffdaJob):
+    """A job that calls one pipeline entry (a module of ``pipeline.commands`` with ``resolve_inputs``
+    and ``execute``) on every task; subclasses name the entry and what their result adds."""
+
+    command = ""  # the diffda sub-command of the entry
+
     def __init__(self, config: str | Path | None, overrides: list[str] | None, data: str | Path | None,
                  out: str | Path | None, fresh: bool = False, preset: str | None = None, quiet: bool = False):
         self.config = None if config is None else str(config)
@@ -35,27 +43,48 @@ class Assimilate(DiffdaJob):
         self.preset = preset
         self.quiet = quiet
 
-    def resolve(self) -> tuple[Any, Path, Path]:
-        """(validated config, data directory, output directory) of this run."""
-        from pipeline.commands.run import resolve_inputs
+    @staticmethod
+    def entry() -> ModuleType:  # pragma: no cover - abstract
+        raise NotImplementedError
 
-        return resolve_inputs(
+    def execute(self, cfg: Any, data_dir: Path, out_dir: Path, should_stop: Any) -> tuple[int, Any]:
+        """The entry's ``execute`` with this job's options: (exit status, result)."""
+        return self.entry().execute(cfg, data_dir, out_dir, fresh=self.fresh, quiet=self.quiet,
+                                    should_stop=should_stop)
+
+    def summary(self, result: Any) -> dict:  # pragma: no cover - abstract
+        """What the job's result adds to ``out``, ``metrics`` and ``seconds``."""
+        raise NotImplementedError
+
+    def resolve(self) -> tuple[Any, Path, Path]:
+        """(validated config, data directory, output directory) of this job."""
+        return self.entry().resolve_inputs(
             None if self.config is None else Path(self.config), self.overrides,
             None if self.data is None else Path(self.data), None if self.out is None else Path(self.out), self.preset)
 
     def work(self, should_stop: Any) -> dict:
-        from pipeline.commands.run import execute
-
         cfg, data_dir, out_dir = self.resolve()
         start = time.time()
         _progress_note(out_dir, "running", start)
-        rc, result = execute(cfg, data_dir, out_dir, fresh=self.fresh, quiet=self.quiet, should_stop=should_stop)
+        rc, result = self.execute(cfg, data_dir, out_dir, should_stop)
         if result is not None and result.stopped:
             raise JobStopped
         if rc != 0:
-            raise RuntimeError(f"diffda run exited with status {rc}")
-        return {"out": str(out_dir), "metrics": getattr(result, "metrics", {}),
-                "resumed_from": getattr(result, "resumed_from", 0), "seconds": time.time() - start}
+            raise RuntimeError(f"diffda {self.command} exited with status {rc}")
+        return {"out": str(out_dir), "metrics": result.metrics, "seconds": time.time() - start, **self.summary(result)}
+
+
+class Assimilate(EntryJob):
+    command = "run"
+
+    @staticmethod
+    def entry() -> ModuleType:
+        from pipeline.commands import run
+
+        return run
+
+    def summary(self, result: Any) -> dict:
+        return {"resumed_from": result.resumed_from}
 
 
 def _progress_note(out_dir: Path, state: str, since: float) -> None:

@@ -1,4 +1,9 @@
-r"""Campaigns: a period split into windows, each an assimilation job, tracked by a manifest.
+r"""Campaigns: a period split into windows, each a job, tracked by a manifest.
+
+The manifest's ``kind`` says what a window's job is (:data:`jobs.submission.KINDS`): ``run``, an
+assimilation (:class:`jobs.assimilate.Assimilate`, the default), or ``smooth``, a smoothing window
+(:class:`jobs.smooth.Smooth`: the trajectory posterior given the window's observations; always
+independent, no spin-up, and a window already complete is skipped by the job itself).
 
 ``plan_windows`` maps ``[start, end)`` and a window length onto the data's time axis: window
 ``i`` assimilates the observations with times in ``[start + i L, start + (i+1) L)`` (``run.start``
@@ -37,10 +42,10 @@ from pipeline.data.atomic import write_text
 from pipeline.errors import DiffdaError
 
 from . import slurmctl
-from .assimilate import Assimilate, cycles_done
+from .assimilate import EntryJob, cycles_done
 from .common import DiffdaJob
 from .profiles import Profile, load_profile
-from .submission import SubmitError, check, make_executor, resolve_run
+from .submission import KINDS, SubmitError, check, make_executor, resolve_run
 
 MANIFEST = "campaign.json"
 RESERVED = ("run.start", "run.cycles", "run.init", "filter.spinup")
@@ -149,8 +154,10 @@ def save_manifest(root: Path, manifest: dict) -> None:
     write_text(path, json.dumps(manifest, indent=2) + "\n")
 
 
-def window_job(manifest: dict, w: dict) -> Assimilate:
-    return Assimilate(manifest["config"], manifest["overrides"] + window_overrides(w), manifest["data"], w["out"])
+def window_job(manifest: dict, w: dict) -> EntryJob:
+    """The job of window ``w``: the manifest's kind with the window's overrides."""
+    return KINDS[manifest.get("kind", "run")](manifest["config"], manifest["overrides"] + window_overrides(w),
+                                              manifest["data"], w["out"])
 
 
 def window_overrides(w: dict) -> list[str]:
@@ -168,8 +175,11 @@ def window_overrides(w: dict) -> list[str]:
 
 def create(config: Path | None, overrides: list[str], data: Path | None, root: Path, profile_name: str,
            start: str, end: str, length: str, mode: str, spinup: str | None, max_concurrent: int,
-           preset: str | None = None, cycle_seconds: float | None = None) -> tuple[dict, list[str]]:
+           preset: str | None = None, cycle_seconds: float | None = None, kind: str = "run") -> tuple[dict, list[str]]:
     """Validate everything, plan the windows, write the manifest. Returns (manifest, warnings)."""
+    if kind == "smooth" and (mode == "chained" or spinup):
+        raise CampaignError("smoothing windows are independent (each uses its own observations only): "
+                            "--mode chained and --spinup are for filter windows (--kind run)")
     for o in overrides:
         if o.split("=", 1)[0].strip() in RESERVED:
             raise CampaignError(f"--set {o}: the campaign sets {', '.join(RESERVED)} for each window itself")
@@ -178,18 +188,18 @@ def create(config: Path | None, overrides: list[str], data: Path | None, root: P
     root = Path(root).resolve()
     if (root / MANIFEST).exists():
         raise CampaignError(f"{root} already holds a campaign; use `diffda campaign --resume {root}` or another --out")
-    spec = resolve_run(config, overrides, data, root / "w000", preset)
+    spec = resolve_run(config, overrides, data, root / "w000", preset, kind)
     profile = load_profile(profile_name)
     windows = plan_windows(observation_times(spec.data_dir), start, end, length, mode, spinup, root)
     warnings: list[str] = []
     for w in windows:  # every window's config and checks, before anything is submitted
-        wspec = resolve_run(spec.config, spec.overrides + w.overrides(), spec.data_dir, Path(w.out))
+        wspec = resolve_run(spec.config, spec.overrides + w.overrides(), spec.data_dir, Path(w.out), kind=kind)
         try:
             warnings += check(profile, wspec, cycle_seconds)
         except SubmitError as err:
             raise SubmitError(f"window {w.index} ({w.start} .. {w.end}): {err}") from None
     manifest = {
-        "version": 1, "created": time.time(), "mode": mode, "start": start, "end": end, "window": length,
+        "version": 1, "created": time.time(), "kind": kind, "mode": mode, "start": start, "end": end, "window": length,
         "spinup": spinup, "max_concurrent": max_concurrent, "config": None if spec.config is None else str(spec.config),
         "overrides": spec.overrides, "data": str(spec.data_dir), "profile": profile_name,
         "profile_settings": profile.model_dump(mode="json"),
@@ -246,7 +256,7 @@ def _record(job: Any, now: float, executor: str) -> dict:
 class WindowSequence(DiffdaJob):
     """Several windows in one job, in order (the ``local`` profile's campaigns); skips finished ones."""
 
-    def __init__(self, jobs: list[Assimilate]):
+    def __init__(self, jobs: list[EntryJob]):
         self.jobs = jobs
 
     def work(self, should_stop: Any) -> list:

@@ -23,8 +23,12 @@ from typing import Any
 from pipeline.config import Config
 from pipeline.errors import DiffdaError
 
+from .assimilate import Assimilate
 from .profiles import Profile, python_for
+from .smooth import Smooth
 from . import slurmctl
+
+KINDS = {"run": Assimilate, "smooth": Smooth}  # job kind -> its submitit job (and pipeline entry)
 
 STARTUP_S = 60.0  # queue-to-first-cycle overhead assumed by the time check (imports, rendezvous, data)
 NODE_LOCAL = ("/tmp", "/dev/shm", "/var/tmp", "/scratch/local", "/local")
@@ -36,17 +40,26 @@ class SubmitError(DiffdaError):
 
 @dataclass
 class RunSpec:
-    """One assimilation to submit: validated config, absolute paths, how long it should take."""
+    """One job to submit (a run, or a smoothing window): validated config, absolute paths, how long
+    it should take."""
 
     config: Path | None
     overrides: list[str]
     cfg: Config
     data_dir: Path
     out_dir: Path
-    cycles: int | None = None  # cycles to assimilate, when known
+    kind: str = "run"  # a key of KINDS
+    cycles: int | None = None  # cycles to assimilate, when known (a smoothing window: one unit)
     cycle_seconds: float | None = None  # estimated seconds per cycle on the profile's ranks
     estimate_source: str = "heuristic"
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def ensemble(self) -> tuple[str, int]:
+        """(key, size) of what is sharded over the ranks: the particles, or the smoother's samples."""
+        if self.kind == "smooth":
+            return "smoother.samples", self.cfg.smoother.samples
+        return "filter.particles", self.cfg.filter.particles
 
     @property
     def run_seconds(self) -> float | None:
@@ -89,8 +102,9 @@ def data_cycles(cfg: Config, data_dir: Path) -> tuple[int | None, int]:
     return None, 40
 
 
-def estimate_cycle_seconds(cfg: Config, ranks: int, numel: int, out_dir: Path) -> tuple[float, str]:
-    """Seconds per cycle: measured by an earlier run in ``out_dir`` if any, else a rough CPU model."""
+def estimate_cycle_seconds(cfg: Config, members: int, ranks: int, numel: int, out_dir: Path) -> tuple[float, str]:
+    """Seconds per cycle of ``members`` states of ``numel`` values: measured by an earlier run in
+    ``out_dir`` if any, else a rough CPU model."""
     metrics = out_dir / "metrics.json"
     if metrics.exists():
         try:
@@ -99,7 +113,7 @@ def estimate_cycle_seconds(cfg: Config, ranks: int, numel: int, out_dir: Path) -
                 return float(m["wall_seconds"]) / int(m["cycles"]), f"measured ({metrics})"
         except (ValueError, KeyError, TypeError):
             pass
-    n_local = math.ceil(cfg.filter.particles / ranks)
+    n_local = math.ceil(members / ranks)
     evals = cfg.sampler.steps * (1 + cfg.sampler.corrections) + 2
     guidance = 1.0 if cfg.guidance.method == "dps" else 2.0 + 0.1 * cfg.guidance.cg_iterations
     per_eval = 2e-3 + 2e-8 * n_local * numel * guidance
@@ -107,14 +121,12 @@ def estimate_cycle_seconds(cfg: Config, ranks: int, numel: int, out_dir: Path) -
 
 
 def resolve_run(config: Path | None, overrides: list[str], data: Path | None, out: Path | None,
-                preset: str | None = None) -> RunSpec:
-    """Validate the config as ``diffda run`` does; absolute data and output directories."""
-    from pipeline.commands.run import resolve_inputs
-
+                preset: str | None = None, kind: str = "run") -> RunSpec:
+    """Validate the config as the job kind's command does; absolute data and output directories."""
     overrides = ([f"data.preset={preset}"] if preset else []) + list(overrides)  # the job gets them all
-    cfg, data_dir, out_dir = resolve_inputs(config, overrides, data, out)
+    cfg, data_dir, out_dir = KINDS[kind].entry().resolve_inputs(config, overrides, data, out)
     return RunSpec(None if config is None else Path(config).resolve(), overrides, cfg,
-                   Path(data_dir).resolve(), Path(out_dir).resolve())
+                   Path(data_dir).resolve(), Path(out_dir).resolve(), kind)
 
 
 def _node_local(path: Path) -> bool:
@@ -148,14 +160,14 @@ def check(profile: Profile, spec: RunSpec, cycle_seconds: float | None = None) -
     if cfg.run.backend == "nccl" and not profile.gpus_per_node:
         errors.append(f"run.backend=nccl needs GPUs but {p} has gpus_per_node=0: use run.backend=auto or gloo")
 
-    # particles vs ranks
-    if cfg.filter.particles < ranks:
-        errors.append(f"filter.particles={cfg.filter.particles} is fewer than the {ranks} ranks of {p} "
-                      f"({profile.nodes} node(s) x {profile.tasks_per_node} tasks): raise filter.particles to at "
+    # particles (or samples) vs ranks
+    key, members = spec.ensemble
+    if members < ranks:
+        errors.append(f"{key}={members} is fewer than the {ranks} ranks of {p} "
+                      f"({profile.nodes} node(s) x {profile.tasks_per_node} tasks): raise {key} to at "
                       f"least {ranks} or use fewer nodes/tasks")
-    elif cfg.filter.particles % ranks:
-        warnings.append(f"filter.particles={cfg.filter.particles} does not divide over {ranks} ranks: "
-                        f"some ranks hold one particle more")
+    elif members % ranks:
+        warnings.append(f"{key}={members} does not divide over {ranks} ranks: some ranks hold one more")
 
     # paths the compute nodes must see
     local = profile.executor == "local"
@@ -220,17 +232,27 @@ def check(profile: Profile, spec: RunSpec, cycle_seconds: float | None = None) -
     # time limit vs estimated run time
     n_cycles, numel = data_cycles(cfg, spec.data_dir)
     n_cycles = cfg.run.cycles or (None if n_cycles is None else max(n_cycles - cfg.run.start, 0))
+    unit = "cycle"
+    if spec.kind == "smooth":  # one unit of work: every state of the window in each sample
+        from pipeline.smoothers.window import check_length
+
+        if n_cycles is not None:
+            try:
+                check_length(cfg.smoother.window_half_width, n_cycles)
+            except DiffdaError as err:
+                errors.append(str(err))
+        numel, n_cycles, unit = numel * (n_cycles or 1), 1, "window"
     spec.cycles = n_cycles
     if cycle_seconds is not None:
         spec.cycle_seconds, spec.estimate_source = cycle_seconds, "given"
     else:
-        spec.cycle_seconds, spec.estimate_source = estimate_cycle_seconds(cfg, ranks, numel, spec.out_dir)
+        spec.cycle_seconds, spec.estimate_source = estimate_cycle_seconds(cfg, members, ranks, numel, spec.out_dir)
     limit_s = profile.minutes * 60.0
     usable = limit_s - profile.signal_delay_s
     if usable < STARTUP_S + spec.cycle_seconds:
         errors.append(f"{p}: time={profile.time} leaves {usable:.0f} s after the {profile.signal_delay_s} s signal "
-                      f"margin, less than start-up ({STARTUP_S:.0f} s) plus one cycle ({spec.cycle_seconds:.1f} s, "
-                      f"{spec.estimate_source}): no cycle could finish; raise 'time'")
+                      f"margin, less than start-up ({STARTUP_S:.0f} s) plus one {unit} ({spec.cycle_seconds:.1f} s, "
+                      f"{spec.estimate_source}): no {unit} could finish; raise 'time'")
     elif spec.run_seconds is not None and STARTUP_S + spec.run_seconds > usable:
         parts_needed = math.ceil(spec.run_seconds / max(usable - STARTUP_S, 1.0))
         if parts_needed - 1 > profile.max_timeouts:

@@ -52,12 +52,15 @@ class RunResult:
     last_cycle: int = 0  # the last cycle written and checkpointed
 
 
-def fingerprint(cfg: Config) -> str:
-    """A hash of what determines the result (not the device, micro-batch or rank count)."""
+def fingerprint(cfg: Config, unread: str = "smoother") -> str:
+    """A hash of what determines the result (not the device, micro-batch or rank count).
+
+    ``unread``: the section this job kind does not read (``smoother`` for a run, ``filter`` for a
+    smoothing window)."""
     d = cfg.to_dict()
     d["run"] = {k: v for k, v in d["run"].items() if k not in ("device", "micro_batch", "backend", "checkpoint_every")}
     d["data"].pop("dir", None)
-    d.pop("smoother", None)  # read only by `diffda smooth`
+    d.pop(unread, None)
     if d["run"].get("init") is not None:  # where the start particles live, not what they are
         d["run"]["init"] = "set"
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -11,7 +11,10 @@ Skipped when no cluster answers, unless ``DIFFDA_REQUIRE_SLURM=1`` (``.ci/run``)
   the job's log;
 * a 3-window campaign runs as one job array and ``diffda status`` reports it done;
 * a window that fails is reported failed with its log path, and ``--resume`` reruns only it;
-* a chained campaign (dependent jobs) reproduces the single long run bit for bit.
+* a chained campaign (dependent jobs) reproduces the single long run bit for bit;
+* a campaign of smoothing windows (``--kind smooth``) cancelled (``scancel``) while a window's job
+  runs, then resumed: only the unfinished windows are resubmitted, a finished window is never
+  written again, and every window equals the same campaign run locally without interruption.
 """
 
 from __future__ import annotations
@@ -233,3 +236,47 @@ def test_chained_campaign_equals_one_long_run(data, tmp_path, one_rank_profile):
     parts = [xr.open_zarr(Path(w["out"]) / "analysis.zarr") for w in manifest["windows"]]
     for var in ("x", "x_spread", "ess"):
         assert np.array_equal(np.concatenate([p[var].values for p in parts]), long[var].values), var
+
+
+SMOOTH = ["--set", "smoother.samples=32", "--set", "sampler.steps=16", "--set", "smoother.window_half_width=2"]
+
+
+def test_smoothing_campaign_cancelled_and_resumed_writes_each_window_once(tmp_path, one_rank_profile):
+    from jobs import campaign
+
+    data = tmp_path / "linear"
+    diffda("make-data", "linear", "--out", str(data), "--set", "cycles=24")
+    preset = ROOT / "pipeline" / "presets" / "linear-smooth.yaml"
+    period = ["--start", "2000-01-01T06", "--end", "2000-01-05T18", "--window", "36h"]
+    out = tmp_path / "smooth"
+    diffda("campaign", "--kind", "smooth", str(preset), "--profile", str(one_rank_profile), "--data", str(data),
+           "--out", str(out), *period, "--max-concurrent", "1", *SMOOTH)
+    manifest = json.loads((out / "campaign.json").read_text())
+    outs = [Path(w["out"]) for w in manifest["windows"]]
+    array = manifest["windows"][0]["submissions"][0]["job_id"].split("_")[0]
+    deadline = time.monotonic() + 300
+    while not (outs[1] / "job.json").exists():  # the second window's job has started
+        assert time.monotonic() < deadline, diffda("status", str(out), check=False).stdout
+        time.sleep(0.1)
+    subprocess.run(["scancel", array], check=True)
+    while subprocess.run(["squeue", "-h", "-j", array], capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, "the cancelled array is still queued"
+        time.sleep(0.5)
+    finished = {o: ((o / "metrics.json").stat().st_mtime_ns, (o / "analysis.zarr").stat().st_ino)
+                for o in outs if (o / "metrics.json").exists()}
+    assert outs[0] in finished and outs[2] not in finished
+
+    proc = diffda("campaign", "--resume", str(out), "--wait", timeout=400)
+    todo = [i for i, o in enumerate(outs) if o not in finished]
+    assert f"resubmitted {len(todo)} window(s) ({', '.join(f'w{i:03d}' for i in todo)})" in proc.stdout
+    assert "w000:done  w001:done  w002:done" in proc.stdout
+    for o, stamp in finished.items():  # never written again
+        assert ((o / "metrics.json").stat().st_mtime_ns, (o / "analysis.zarr").stat().st_ino) == stamp
+
+    ref, _ = campaign.create(preset, [o for o in SMOOTH if o != "--set"], data, tmp_path / "ref", "local",
+                             *period[1::2], "independent", None, 1, kind="smooth")
+    campaign.WindowSequence([campaign.window_job(ref, w) for w in ref["windows"]]).work(lambda: False)
+    for o, w in zip(outs, ref["windows"]):
+        got, want = (xr.open_zarr(Path(p) / "analysis.zarr").load() for p in (o, w["out"]))
+        for var in ("x", "x_spread"):
+            np.testing.assert_allclose(got[var].values, want[var].values, rtol=0, atol=1e-12)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -102,13 +103,19 @@ def execute(cfg: Config, data_dir: Path, out_dir: Path, fresh: bool = False, qui
 
 def body(ctx, cfg: Config, data_dir: Path, out_dir: Path, fresh: bool = False, quiet: bool = False,
          should_stop=None, result_box: list | None = None) -> int:
-    """:func:`_work` with ``out_dir`` locked by rank 0 (:mod:`pipeline.run_lock`) for its duration;
-    every rank raises when rank 0 could not lock it (another run holds it)."""
+    """:func:`_work` with ``out_dir`` locked (:func:`locked`) for its duration."""
+    with locked(ctx.comm, out_dir):
+        return _work(ctx, cfg, data_dir, out_dir, fresh, quiet, should_stop, result_box)
+
+
+@contextmanager
+def locked(comm, out_dir: Path):
+    """``out_dir`` locked by rank 0 (:mod:`pipeline.run_lock`) for the block; every rank raises when
+    rank 0 could not lock it (another run holds it)."""
     from .. import run_lock
     from ..errors import DiffdaError
     from ..run import _any_rank
 
-    comm = ctx.comm
     lock, refused = None, None
     if comm.rank == 0:
         try:
@@ -120,7 +127,7 @@ def body(ctx, cfg: Config, data_dir: Path, out_dir: Path, fresh: bool = False, q
     try:
         if lock is not None and lock.taken_over:
             print(f"warning: {lock.taken_over}", file=sys.stderr, flush=True)
-        return _work(ctx, cfg, data_dir, out_dir, fresh, quiet, should_stop, result_box)
+        yield
     finally:
         if lock is not None:
             lock.release()

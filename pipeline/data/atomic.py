@@ -1,8 +1,9 @@
 r"""Writes that never leave a partial store or file behind: the one atomic writer of diffda.
 
-``write_atomic(ds, path)`` writes a consolidated Zarr 3 store to a temporary sibling, then renames
-it into place; an existing store at ``path`` is moved aside first and removed only once the new
-one is in place. ``write_file(path, write)`` does the same for one file: ``write(tmp)`` fills a
+``write_store(path, fill)`` has ``fill(tmp)`` make a directory store (Zarr) as a temporary sibling,
+then renames it into place; an existing store at ``path`` is moved aside first and removed only once
+the new one is in place. ``write_atomic(ds, path)`` is that for a consolidated Zarr 3 store of a
+Dataset. ``write_file(path, write)`` does the same for one file: ``write(tmp)`` fills a
 temporary sibling, which is fsynced and ``os.replace``\ d onto ``path``. A write killed at any
 point leaves either the old content or the new one at ``path`` (and perhaps a ``.tmp``/``.old``
 sibling), never a half-written one. Temporary names carry the process id and a random token, so
@@ -22,9 +23,20 @@ import xarray as xr
 
 def write_atomic(ds: xr.Dataset, path: str | Path, encoding: dict | None = None) -> Path:
     """Write ``ds`` (chunked and encoded as the caller wants) as ``path``; returns ``path``."""
+    return write_store(path, lambda tmp: ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3,
+                                                    encoding=encoding))
+
+
+def write_store(path: str | Path, fill: Callable[[Path], object]) -> Path:
+    """Make the directory store ``path`` all or nothing: ``fill(tmp)`` writes a unique sibling, which
+    then replaces ``path``; the temporary is removed if ``fill`` raises."""
     path = Path(path)
     tmp = _sibling(path, "tmp")
-    ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3, encoding=encoding)
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if path.exists():
         old = _sibling(path, "old")
         path.rename(old)

@@ -10,6 +10,7 @@ r"""Score-based trajectory smoothing (Rozet & Louppe, SDA): ``p(x_{1:L} | y_{1:L
 - :mod:`.window`: the window's checks (width, variables, observation times);
 - :mod:`.bench`: ``diffda bench smoother`` (error against RTS for k and C).
 
-Entry: ``diffda smooth`` (:mod:`pipeline.commands.smooth`). Checked against RTS in
+Entry: :func:`pipeline.commands.smooth.execute` (``diffda smooth``, the submitit job
+:class:`jobs.smooth.Smooth`, ``diffda campaign --kind smooth``). Checked against RTS in
 tests/test_smoother_oracle.py and tests/test_smooth_cli.py (rank-count invariance under mpiexec too).
 """

@@ -13,6 +13,13 @@ rank count); rank 0 gathers them in sample order and writes
   from the RTS mean in RTS posterior standard deviations (``oracle_error``);
 - ``smooth.png``: truth, observations, smoothed mean +- 2 spread (and RTS) for the first components.
 
+A window is the unit of work: ``analysis.zarr`` and ``smooth.png`` are written whole (temporary
+siblings renamed into place, :mod:`pipeline.data.atomic`), then ``metrics.json``, atomically and
+last, with the config's fingerprint: the completion marker. A window whose ``metrics.json`` holds
+the same fingerprint is skipped (a resubmitted job writes each window once); one of another
+configuration is refused unless ``fresh``. A stop request (``should_stop``) ends the work before
+sampling starts; a window being sampled is finished, as the filter finishes its cycle.
+
 Refused before any sampling (the message names the key): a window shorter than ``2k+1``, a window
 denoiser whose width or variables do not match, observation times missing from the store.
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -30,10 +38,11 @@ import xarray as xr
 
 from .. import __version__
 from ..config import Config, ConfigError
+from ..data.atomic import write_file, write_store, write_text
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.schedules import make_schedule
 from ..distributed.comm import Comm, LocalComm, shard_sizes, shard_start
-from ..errors import InputError
+from ..errors import DiffdaError, InputError
 from ..evaluate.scores import crps
 from ..filters.ensemble import gather_rows
 from .smoother import SmootherSpec, smooth
@@ -65,11 +74,16 @@ def window_denoiser(cfg: Config, preset: str, params: dict, dim: int) -> Denoise
     raise ConfigError(f"model={cfg.model.kind}: diffda smooth takes model=gaussian or model=kde")
 
 
-def check_window(denoiser: Denoiser, k: int, length: int, dim: int) -> None:
-    """Refuse a window shorter than ``2k+1`` and a denoiser of another width or variable count."""
+def check_length(k: int, length: int) -> None:
+    """Refuse a window shorter than ``2k+1``."""
     if length < 2 * k + 1:
         raise ConfigError(f"smoother.window_half_width={k} needs a window of at least 2k+1 = {2 * k + 1} "
                           f"observation times; run.cycles gives {length}")
+
+
+def check_window(denoiser: Denoiser, k: int, length: int, dim: int) -> None:
+    """Refuse a window shorter than ``2k+1`` and a denoiser of another width or variable count."""
+    check_length(k, length)
     width = getattr(denoiser, "width", None)
     if width != 2 * k + 1:
         raise ConfigError(f"the window denoiser spans {width} states but smoother.window_half_width={k} "
@@ -89,13 +103,40 @@ def spec_of(cfg: Config) -> SmootherSpec:
                         jacobian=cfg.smoother.jacobian, stream=cfg.run.start << 16)
 
 
+@dataclass
+class SmoothResult:
+    metrics: dict  # rank 0's metrics ({} on the other ranks and when stopped)
+    out_dir: Path
+    skipped: bool = False  # the window was already complete
+    stopped: bool = False  # a stop request came before sampling: nothing written
+
+
+def completed(out_dir: Path) -> dict | None:
+    """The metrics of the complete window in ``out_dir`` (its completion marker), or None."""
+    try:
+        metrics = json.loads((Path(out_dir) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if "fingerprint" in metrics and (Path(out_dir) / "analysis.zarr").exists() else None
+
+
 def smooth_window(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = None,
-                  log: Callable[[str], None] | None = None) -> dict:
-    """Smooth the window; every rank calls this. Returns the metrics (rank 0; ``{}`` elsewhere)."""
+                  should_stop: Callable[[], bool] | None = None, fresh: bool = False) -> SmoothResult:
+    """Smooth the window (or skip it when complete, see the module docstring); every rank calls this."""
     from ..problems import load_twin
+    from ..run import _any_rank, fingerprint
 
     comm = comm or LocalComm()
     wall0 = time.perf_counter()
+    fp = fingerprint(cfg, unread="filter")
+    done = completed(out_dir) if comm.rank == 0 and not fresh else None
+    if _any_rank(comm, done is not None and done["fingerprint"] != fp):
+        raise DiffdaError(f"{out_dir} holds a smoothed window of another configuration; choose a new --out "
+                          f"or pass --fresh")
+    if _any_rank(comm, done is not None):
+        return SmoothResult(done or {}, Path(out_dir), skipped=True)
+    if should_stop is not None and _any_rank(comm, should_stop()):
+        return SmoothResult({}, Path(out_dir), stopped=True)
     if cfg.data.preset not in ("linear", "lorenz96", "lorenz63"):
         raise ConfigError(f"diffda smooth runs on the twins (data.preset=linear, lorenz63, lorenz96); "
                           f"got data.preset={cfg.data.preset}")
@@ -109,8 +150,7 @@ def smooth_window(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None 
                                                     (k == "dim" and attrs["preset"] != "lorenz63")})
     length, dim = problem.n_cycles, problem.state_shape[0]
     k, n_total = cfg.smoother.window_half_width, cfg.smoother.samples
-    if length < 2 * k + 1:  # before building the denoiser (the KDE simulates an archive)
-        check_window(None, k, length, dim)
+    check_length(k, length)  # before building the denoiser (the KDE simulates an archive)
     window = window_denoiser(cfg, attrs["preset"], params, dim)
     check_window(window, k, length, dim)
     spec = spec_of(cfg)
@@ -129,13 +169,14 @@ def smooth_window(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None 
     (samples,) = gather_rows(comm, ids, x.double())  # [S, L, D] in sample order, every rank
     if comm.rank != 0:
         comm.barrier()
-        return {}
+        return SmoothResult({}, Path(out_dir))
+    (Path(out_dir) / "metrics.json").unlink(missing_ok=True)  # no marker over a store being replaced
     metrics = write_outputs(cfg, problem, params, samples, truth, y, out_dir, data_dir)
     metrics.update(wall_seconds=time.perf_counter() - wall0, denoiser_seconds=float(seconds),
-                   denoiser_calls=int(stats["calls"]) * comm.size, ranks=comm.size)
-    (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+                   denoiser_calls=int(stats["calls"]) * comm.size, ranks=comm.size, fingerprint=fp)
+    write_text(Path(out_dir) / "metrics.json", json.dumps(metrics, indent=2) + "\n")  # the marker, last
     comm.barrier()
-    return metrics
+    return SmoothResult(metrics, Path(out_dir))
 
 
 def write_outputs(cfg: Config, problem, params: dict, samples: torch.Tensor, truth: torch.Tensor,
@@ -154,15 +195,18 @@ def write_outputs(cfg: Config, problem, params: dict, samples: torch.Tensor, tru
     members = n_total if cfg.run.members else None
     attrs = {"config": cfg.to_dict(), "data": str(data_dir), "samples": n_total, "method": "smoother",
              "title": "diffda smoothed window: posterior mean and spread of the trajectory given all its observations"}
-    path = out_dir / "analysis.zarr"
-    store = AnalysisStore.create(path, problem.template(members), problem.times, attrs, DIAGNOSTICS)
     fields = {"x": (("time", "component"), mean.numpy()), "x_spread": (("time", "component"), var.sqrt().numpy()),
               "rmse_analysis": (("time",), rmse_t.numpy()), "spread_analysis": (("time",), spread_t.numpy()),
               "crps_analysis": (("time",), crps_t.numpy())}
     if members:
         fields["x_members"] = (("time", "member", "component"), samples.permute(1, 0, 2).numpy())
-    xr.Dataset(fields).to_zarr(path, region={"time": slice(0, length)}, mode="r+", consolidated=False)
-    store.finalise()
+
+    def fill(path: Path) -> None:
+        store = AnalysisStore.create(path, problem.template(members), problem.times, attrs, DIAGNOSTICS)
+        xr.Dataset(fields).to_zarr(path, region={"time": slice(0, length)}, mode="r+", consolidated=False)
+        store.finalise()
+
+    write_store(out_dir / "analysis.zarr", fill)
     metrics: dict = {"rmse_analysis": float(rmse_t.mean()), "spread_analysis": float(spread_t.mean()),
                      "crps_analysis": float(crps_t.mean()), "window": length, "samples": n_total,
                      "window_half_width": cfg.smoother.window_half_width, "corrections": cfg.sampler.corrections,
@@ -220,5 +264,5 @@ def plot_window(path: Path, truth, y, mean, spread, rts: dict | None, title: str
     axes[0, 0].legend(loc="upper right", fontsize=7, ncol=4)
     axes[-1, 0].set_xlabel("time index in the window")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_file(path, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)

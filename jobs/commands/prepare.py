@@ -1,8 +1,8 @@
 """``diffda prepare ... --profile NAME``: the Dask data plane on a SLURM cluster (dask-jobqueue).
 
 The same command as :mod:`pipeline.commands.prepare`, plus ``--profile``: with it, the work runs
-on the site profile's ``SLURMCluster`` (:func:`jobs.profiles.slurm_cluster`, ``--workers`` jobs);
-without it, on a local Dask cluster.
+on the site profile's ``SLURMCluster`` (:func:`jobs.profiles.slurm_cluster`, ``--workers`` jobs,
+their logs in ``OUT/slurm``); without it, on a local Dask cluster.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ def main(args: argparse.Namespace) -> int:
     if args.profile:
         from ..profiles import load_profile, slurm_cluster
 
-        cluster = slurm_cluster(load_profile(args.profile), workers=args.workers)
-        print(f"SLURMCluster from profile {args.profile}: {args.workers} job(s)\n{cluster.job_script()}",
-              file=sys.stderr, flush=True)
+        out = args.out or args.data
+        logs = None if out is None else out / "slurm"
+        cluster = slurm_cluster(load_profile(args.profile), workers=args.workers, log_directory=logs)
+        print(f"SLURMCluster from profile {args.profile}: {args.workers} job(s), logs in {logs}\n"
+              f"{cluster.job_script()}", file=sys.stderr, flush=True)
     return local.run(args, cluster=cluster)

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace, cluster=None) -> int:
     observe = apply_overrides({}, args.obs) if (args.observe or args.obs) else None
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     with dask_client(cluster, workers=args.workers, threads=args.threads) as client:
-        log(f"dask: {client}")
+        log(f"dask: scheduler at {client.scheduler.address}")
         summary = prepare(
             source, out,
             variables=args.variables.split(",") if args.variables else None,

@@ -12,9 +12,9 @@ One pass, lazily planned and then computed by Dask:
    ``OUT/observations.zarr``.
 
 Where the computing happens: a Dask ``LocalCluster`` by default (threads, ``workers`` x
-``threads``, listening on 127.0.0.1 only), or any cluster handed in; ``diffda prepare --profile NAME`` hands in the
-dask-jobqueue ``SLURMCluster`` of a site profile (:func:`jobs.profiles.slurm_cluster`), so this
-module knows nothing of SLURM.
+``threads``, listening on 127.0.0.1 only), or any cluster handed in; ``diffda prepare --profile
+NAME`` hands in the dask-jobqueue ``SLURMCluster`` of a site profile
+(:func:`jobs.profiles.slurm_cluster`), so this module knows nothing of SLURM.
 """
 
 from __future__ import annotations

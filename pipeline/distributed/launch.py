@@ -22,7 +22,8 @@ Launchers, detected from the environment (first match wins):
 A launch with one rank (``mpiexec -n 1``) also gives a :class:`LocalComm`.
 
 Overrides: ``DIFFDA_MASTER_ADDR`` (the address other ranks reach rank 0 by, when its hostname
-resolves to the wrong interface).
+resolves to the wrong interface; an IP address there, e.g. ``127.0.0.1``, is also the only one
+rank 0's store listens on).
 
 Device and backend (``RunConfig.device``, ``RunConfig.backend``):
 ``device='auto'`` is ``cuda:<local_rank mod n_gpus>`` when CUDA is present, else ``cpu``;

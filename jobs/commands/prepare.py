@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from pipeline.commands import prepare as local
 
@@ -22,13 +23,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    cluster = None
-    if args.profile:
-        from ..profiles import load_profile, slurm_cluster
+    if not args.profile:
+        return local.run(args)
+    from ..profiles import load_profile, slurm_cluster
 
-        out = args.out or args.data
-        logs = None if out is None else out / "slurm"
-        cluster = slurm_cluster(load_profile(args.profile), workers=args.workers, log_directory=logs)
-        print(f"SLURMCluster from profile {args.profile}: {args.workers} job(s), logs in {logs}\n"
+    profile = load_profile(args.profile)
+
+    def cluster_for(out: Path):
+        cluster = slurm_cluster(profile, workers=args.workers, log_directory=out / "slurm")
+        print(f"SLURMCluster from profile {args.profile}: {args.workers} job(s), logs in {out / 'slurm'}\n"
               f"{cluster.job_script()}", file=sys.stderr, flush=True)
-    return local.run(args, cluster=cluster)
+        return cluster
+
+    return local.run(args, cluster_for=cluster_for)

@@ -263,10 +263,14 @@ def _hhmmss(minutes: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
 
 
-def slurm_cluster(profile: Profile, workers: int = 1) -> Any:
-    """A dask-jobqueue ``SLURMCluster`` from a profile, scaled to ``workers`` jobs."""
+def slurm_cluster(profile: Profile, workers: int = 1, log_directory: str | Path | None = None) -> Any:
+    """A dask-jobqueue ``SLURMCluster`` from a profile, scaled to ``workers`` jobs; with
+    ``log_directory``, each job writes its worker's log there (``dask-worker-JOBID.err``)."""
     from dask_jobqueue import SLURMCluster
 
-    cluster = SLURMCluster(**dask_cluster_kwargs(profile))
+    kw = dask_cluster_kwargs(profile)
+    if log_directory is not None:
+        kw["log_directory"] = str(log_directory)
+    cluster = SLURMCluster(**kw)
     cluster.scale(jobs=workers)
     return cluster

@@ -61,6 +61,17 @@ start_munge() {
   die "munged does not answer (munge -n | unmunge fails)"
 }
 
+# SLURM binds to the host name's address (no bind address of its own): only a loopback one keeps it local.
+comm_params() {
+  local addr
+  addr="$(getent ahostsv4 "$(hostname)" | awk 'NR == 1 {print $1}')"
+  case "$addr" in
+    127.*) echo "CommunicationParameters=NoInAddrAny,NoCtldInAddrAny" ;;
+    *) log "warning: $(hostname) resolves to ${addr:-nothing}, not loopback; the daemons listen on all addresses"
+       echo "# CommunicationParameters left at its default: $(hostname) resolves to ${addr:-nothing}" ;;
+  esac
+}
+
 render_conf() {
   local cpus mem_total mem def_mem
   cpus="${DIFFDA_SLURM_CPUS:-$(nproc)}"
@@ -70,6 +81,7 @@ render_conf() {
   def_mem=$(( mem / cpus < 1024 ? mem / cpus : 1024 ))
   sed -e "s|@HOST@|$HOST|g" -e "s|@CPUS@|$cpus|g" -e "s|@MEM_MB@|$mem|g" -e "s|@DIR@|$DIR|g" \
       -e "s|@PARTITION@|$PARTITION|g" -e "s|@DEF_MEM_PER_CPU@|$def_mem|g" \
+      -e "s|@COMM_PARAMS@|$(comm_params)|g" \
       -e "s|@CTLD_PORT@|${DIFFDA_SLURM_CTLD_PORT:-6817}|g" -e "s|@SLURMD_PORT@|${DIFFDA_SLURM_SLURMD_PORT:-6818}|g" \
       "$TEMPLATE"
 }

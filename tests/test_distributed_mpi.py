@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
@@ -21,6 +22,7 @@ from pipeline.distributed.comm import LocalComm
 from pipeline.distributed.failure import exit_code, run_ranked
 from pipeline.distributed.launch import (
     LaunchError,
+    _make_store,
     detect_launcher,
     env_rank_size,
     expand_hostlist,
@@ -38,14 +40,19 @@ PYTHON = sys.executable
 MPIEXEC = shutil.which("mpiexec", path=str(Path(PYTHON).parent)) or shutil.which("mpiexec")
 LAUNCH_VARS = ("PMI_", "OMPI_", "PMIX_", "MV2_", "SLURM_", "HYDRA_", "MPI_LOCAL")
 LAUNCH_NAMES = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_USE_AGENT_STORE"}
+LOOPBACK_IFACE = next((name for _, name in socket.if_nameindex() if name.startswith("lo")), None)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without any launcher's variables, .venv's python first on PATH, one thread."""
+    """This environment without any launcher's variables, .venv's python first on PATH, one thread;
+    the torch.distributed rendezvous and gloo on loopback (not on the host name's address)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(LAUNCH_VARS) and k not in LAUNCH_NAMES}
     env["PATH"] = f"{Path(PYTHON).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}".rstrip(os.pathsep)
     env["OMP_NUM_THREADS"] = "1"
+    env["DIFFDA_MASTER_ADDR"] = "127.0.0.1"
+    if LOOPBACK_IFACE:
+        env["GLOO_SOCKET_IFNAME"] = LOOPBACK_IFACE
     env.update(extra)
     return env
 
@@ -73,7 +80,7 @@ def srun_like(n: int, script: str, *args: str, timeout: float = 120) -> tuple[li
     for r in range(n):
         env = clean_env(SLURM_PROCID=str(r), SLURM_STEP_NUM_TASKS=str(n), SLURM_LOCALID=str(r),
                         SLURM_STEP_NODELIST="localhost", SLURM_JOB_ID="7", SLURM_STEP_ID="0",
-                        DIFFDA_MASTER_ADDR="127.0.0.1", DIFFDA_PORT=port)
+                        DIFFDA_PORT=port)
         procs.append(subprocess.Popen([PYTHON, str(SCRIPTS / script), *args], env=env, cwd=ROOT,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     out = []
@@ -125,6 +132,15 @@ def test_expand_hostlist(hostlist: str, hosts: list[str]) -> None:
 def test_slurm_port_in_range() -> None:
     ports = {slurm_port(j, s) for j in range(1000, 1100) for s in range(3)}
     assert min(ports) >= 20000 and max(ports) < 40000 and len(ports) == 300
+
+
+def test_rendezvous_store_on_an_ip_listens_there_only() -> None:
+    store = _make_store("127.0.0.1", 0, 1, 10.0, True)
+    _make_store("127.0.0.1", store.port, 1, 10.0, False).set("k", "v")
+    assert store.get("k") == b"v"
+    ips = {c.laddr.ip for c in psutil.Process().net_connections("inet")
+           if c.status == psutil.CONN_LISTEN and c.laddr.port == store.port}
+    assert ips == {"127.0.0.1"}  # not all addresses, as TCPStore itself binds
 
 
 def test_device_and_backend_choice() -> None:

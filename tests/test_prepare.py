@@ -3,12 +3,13 @@
 import json
 
 import numpy as np
+import psutil
 import pytest
 
 from era5_stores import era5_dataset, write_store
 from pipeline.cli import main
 from pipeline.data.era5 import Era5Reader, Statistics, compute_statistics, open_store, select, to_grid
-from pipeline.data.prepare import parse_grid
+from pipeline.data.prepare import dask_client, parse_grid
 
 
 def test_prepare_on_a_local_cluster_regrids_and_observes(tmp_path, capsys):
@@ -33,6 +34,18 @@ def test_prepare_on_a_local_cluster_regrids_and_observes(tmp_path, capsys):
     obs = open_store(tmp_path / "out" / "observations.zarr")
     assert obs.sizes["time"] == 4 and np.isfinite(obs.temperature.values[0, 0]).sum() == 20
     assert Era5Reader(tmp_path / "out" / "truth.zarr").layout.shape == (6, 8, 16)
+
+
+def test_local_dask_cluster_listens_on_loopback_only():
+    def listening() -> set[tuple[str, int]]:
+        return {(c.laddr.ip, c.laddr.port) for c in psutil.Process().net_connections("inet")
+                if c.status == psutil.CONN_LISTEN}
+
+    before = listening()
+    with dask_client(workers=1, threads=1) as client:
+        opened = listening() - before
+        assert client.scheduler.address.startswith("tcp://127.0.0.1:")
+    assert len(opened) >= 3 and {ip for ip, _ in opened} == {"127.0.0.1"}, opened  # scheduler, dashboards
 
 
 def test_missing_variable_fails_with_its_name(tmp_path, capsys):

@@ -15,23 +15,31 @@ Skipped when no cluster answers, unless ``DIFFDA_REQUIRE_SLURM=1`` (``.ci/run``)
 * a campaign of smoothing windows (``--kind smooth``) cancelled (``scancel``) while a window's job
   runs, then resumed: only the unfinished windows are resubmitted, a finished window is never
   written again, and every window equals the same campaign run locally without interruption.
+* ``diffda prepare --profile localhost`` runs its Dask worker as a job of the cluster, every Dask
+  socket listens on 127.0.0.1, and its regridded store, statistics and observations equal those
+  of the local Dask run; the SLURM daemons listen on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import xarray as xr
 
+from pipeline.data.era5 import Statistics
+from tests.era5_stores import era5_dataset, write_store
 from tests.test_distributed_mpi import MPIEXEC, ROOT, clean_env
 
 pytestmark = pytest.mark.slurm
@@ -280,3 +288,74 @@ def test_smoothing_campaign_cancelled_and_resumed_writes_each_window_once(tmp_pa
         got, want = (xr.open_zarr(Path(p) / "analysis.zarr").load() for p in (o, w["out"]))
         for var in ("x", "x_spread"):
             np.testing.assert_allclose(got[var].values, want[var].values, rtol=0, atol=1e-12)
+
+
+def listening(procs: list[psutil.Process]) -> set[tuple[str, int]]:
+    """The TCP addresses ``procs`` listen on (those that still run)."""
+    out = set()
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            out |= {(c.laddr.ip, c.laddr.port) for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+    return out
+
+
+def tree(p: psutil.Process) -> list[psutil.Process]:
+    return [p, *p.children(recursive=True)]
+
+
+def test_prepare_runs_dask_workers_as_slurm_jobs_on_loopback(tmp_path):
+    """The worker runs inside a job of the cluster; scheduler, nanny, worker and dashboards listen
+    on 127.0.0.1 alone; the regridded store, statistics and observations equal the local run's."""
+    write_store(era5_dataset(nt=5, nlat=32, nlon=64), tmp_path / "ref.zarr")
+    args = ["prepare", "--store", str(tmp_path / "ref.zarr"), "--grid", "32x16", "--observe", "--obs", "thinning=2"]
+    out = tmp_path / "slurm"
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", *args, "--out", str(out), "--profile", "localhost"],
+                            env=clean_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:  # while the worker is connected: who listens where
+        deadline = time.monotonic() + 120
+        while not (logs := list((out / "slurm").glob("dask-worker-*.err"))) or "Registered to:" not in logs[0].read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, "no Dask worker job registered"
+            time.sleep(0.2)
+        scheduler = re.search(r"Registered to:\s+(tcp://\S+)", logs[0].read_text()).group(1)
+        nanny = next(p for p in psutil.process_iter(["cmdline"])
+                     if "distributed.cli.dask_worker" in (p.info["cmdline"] or []) and scheduler in p.info["cmdline"])
+        job_env = nanny.environ().get("SLURM_JOB_ID")
+        sockets = listening(tree(psutil.Process(proc.pid)) + tree(nanny))
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    job = re.fullmatch(r"dask-worker-(\d+)\.err", logs[0].name).group(1)
+    assert job_env == job and job_field(job, "JobName") == "dask-worker"  # the worker ran inside that job
+    assert f"dask: scheduler at {scheduler}" in stderr and scheduler.startswith("tcp://127.0.0.1:")
+    assert ("127.0.0.1", int(scheduler.rsplit(":", 1)[1])) in sockets and len(sockets) >= 4  # + dashboards, nanny, worker
+    assert {ip for ip, _ in sockets} == {"127.0.0.1"}, sockets
+    assert json.loads(stdout)["times"] == 5
+
+    local = tmp_path / "local"
+    diffda(*args, "--out", str(local))
+    for name in ("truth.zarr", "observations.zarr"):
+        a, b = xr.open_zarr(out / name).load(), xr.open_zarr(local / name).load()
+        assert set(a.data_vars) == set(b.data_vars) and a.sizes == b.sizes
+        for var in a.data_vars:
+            np.testing.assert_allclose(a[var].values, b[var].values, rtol=1e-6, equal_nan=True, err_msg=f"{name} {var}")
+    sa, sb = Statistics.load(out / "statistics.json"), Statistics.load(local / "statistics.json")
+    assert sa.levels == sb.levels
+    for field in ("mean", "std", "residual_std"):
+        for var, values in getattr(sa, field).items():
+            np.testing.assert_allclose(values, getattr(sb, field)[var], rtol=1e-6, err_msg=f"{field} {var}")
+
+
+def host_is_loopback() -> bool:
+    try:
+        return socket.gethostbyname(socket.gethostname()).startswith("127.")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not host_is_loopback(), reason="SLURM binds to the host name's address, not loopback here")
+def test_slurm_daemons_listen_on_loopback():
+    daemons = [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("slurmctld", "slurmd")]
+    assert len(daemons) == 2
+    sockets = listening(daemons)
+    assert sockets and {ip for ip, _ in sockets} == {"127.0.0.1"}, sockets

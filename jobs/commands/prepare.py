@@ -1,14 +1,15 @@
 """``diffda prepare ... --profile NAME``: the Dask data plane on a SLURM cluster (dask-jobqueue).
 
 The same command as :mod:`pipeline.commands.prepare`, plus ``--profile``: with it, the work runs
-on the site profile's ``SLURMCluster`` (:func:`jobs.profiles.slurm_cluster`, ``--workers`` jobs);
-without it, on a local Dask cluster.
+on the site profile's ``SLURMCluster`` (:func:`jobs.profiles.slurm_cluster`, ``--workers`` jobs,
+their logs in ``OUT/slurm``); without it, on a local Dask cluster.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from pipeline.commands import prepare as local
 
@@ -22,11 +23,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    cluster = None
-    if args.profile:
-        from ..profiles import load_profile, slurm_cluster
+    if not args.profile:
+        return local.run(args)
+    from ..profiles import load_profile, slurm_cluster
 
-        cluster = slurm_cluster(load_profile(args.profile), workers=args.workers)
-        print(f"SLURMCluster from profile {args.profile}: {args.workers} job(s)\n{cluster.job_script()}",
-              file=sys.stderr, flush=True)
-    return local.run(args, cluster=cluster)
+    profile = load_profile(args.profile)
+
+    def cluster_for(out: Path):
+        cluster = slurm_cluster(profile, workers=args.workers, log_directory=out / "slurm")
+        print(f"SLURMCluster from profile {args.profile}: {args.workers} job(s), logs in {out / 'slurm'}\n"
+              f"{cluster.job_script()}", file=sys.stderr, flush=True)
+        return cluster
+
+    return local.run(args, cluster_for=cluster_for)

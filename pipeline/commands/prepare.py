@@ -4,7 +4,7 @@ Computes the per-variable, per-level normalisation statistics of a reference sto
 Dask, and stores them as ``OUT/statistics.json``; optionally regrids the reference to
 ``OUT/truth.zarr`` and builds ``OUT/observations.zarr`` from it. Runs on a local Dask cluster,
 or on a dask-jobqueue SLURMCluster with ``--profile NAME`` (``slurm/profiles/NAME.yaml``; that
-option is added by :mod:`jobs.commands.prepare`, which hands the cluster to :func:`run`).
+option is added by :mod:`jobs.commands.prepare`, which hands :func:`run` the cluster).
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ def main(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def run(args: argparse.Namespace, cluster=None) -> int:
-    """``diffda prepare`` on ``cluster`` (any Dask cluster; None: a local one)."""
+def run(args: argparse.Namespace, cluster_for=None) -> int:
+    """``diffda prepare`` on ``cluster_for(out)`` (any Dask cluster, made once the arguments are
+    checked; None: a local one)."""
     from ..data.prepare import dask_client, parse_grid, prepare
     from ..errors import InputError
 
@@ -57,8 +58,9 @@ def run(args: argparse.Namespace, cluster=None) -> int:
         raise InputError("give --out DIR (where statistics.json goes) when reading --store without --data")
     observe = apply_overrides({}, args.obs) if (args.observe or args.obs) else None
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    cluster = None if cluster_for is None else cluster_for(Path(out))
     with dask_client(cluster, workers=args.workers, threads=args.threads) as client:
-        log(f"dask: {client}")
+        log(f"dask: scheduler at {client.scheduler.address}")
         summary = prepare(
             source, out,
             variables=args.variables.split(",") if args.variables else None,

@@ -12,9 +12,9 @@ One pass, lazily planned and then computed by Dask:
    ``OUT/observations.zarr``.
 
 Where the computing happens: a Dask ``LocalCluster`` by default (threads, ``workers`` x
-``threads``), or any cluster handed in; ``diffda prepare --profile NAME`` hands in the
-dask-jobqueue ``SLURMCluster`` of a site profile (:func:`jobs.profiles.slurm_cluster`), so this
-module knows nothing of SLURM.
+``threads``, listening on 127.0.0.1 only), or any cluster handed in; ``diffda prepare --profile
+NAME`` hands in the dask-jobqueue ``SLURMCluster`` of a site profile
+(:func:`jobs.profiles.slurm_cluster`), so this module knows nothing of SLURM.
 """
 
 from __future__ import annotations
@@ -33,17 +33,22 @@ from .atomic import write_atomic
 from .era5 import compute_statistics, open_store, select, to_grid
 
 
+LOOPBACK = "127.0.0.1"
+
+
 @contextlib.contextmanager
 def dask_client(cluster: Any = None, workers: int = 1, threads: int = 2,
                 processes: bool = False) -> Iterator[Any]:
     """A ``distributed.Client`` on ``cluster`` (e.g. the dask-jobqueue ``SLURMCluster`` that
     :func:`jobs.profiles.slurm_cluster` builds from a site profile), or on a new ``LocalCluster``
-    of ``workers`` x ``threads``. The cluster is closed on exit."""
+    of ``workers`` x ``threads`` whose scheduler, workers and dashboards listen on loopback only.
+    The cluster is closed on exit."""
     from distributed import Client, LocalCluster
 
     if cluster is None:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=processes,
-                               dashboard_address=None)
+                               protocol="tcp://", host=LOOPBACK, dashboard_address=f"{LOOPBACK}:0",
+                               worker_dashboard_address=f"{LOOPBACK}:0")
     client = Client(cluster)
     try:
         yield client

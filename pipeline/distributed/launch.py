@@ -22,7 +22,8 @@ Launchers, detected from the environment (first match wins):
 A launch with one rank (``mpiexec -n 1``) also gives a :class:`LocalComm`.
 
 Overrides: ``DIFFDA_MASTER_ADDR`` (the address other ranks reach rank 0 by, when its hostname
-resolves to the wrong interface).
+resolves to the wrong interface; an IP address there, e.g. ``127.0.0.1``, is also the only one
+rank 0's store listens on).
 
 Device and backend (``RunConfig.device``, ``RunConfig.backend``):
 ``device='auto'`` is ``cuda:<local_rank mod n_gpus>`` when CUDA is present, else ``cpu``;
@@ -32,6 +33,7 @@ Device and backend (``RunConfig.device``, ``RunConfig.backend``):
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -250,11 +252,33 @@ def _hostname(env: Mapping[str, str]) -> str:
 
 
 def _make_store(host: str, port: int, size: int, timeout_s: float, is_master: bool) -> Any:
-    """A ``TCPStore`` (server on the master, client elsewhere); ``port=0`` on the master binds a free one."""
+    """A ``TCPStore`` (server on the master, client elsewhere); ``port=0`` on the master binds a free one.
+
+    A master given an IP address listens on that address only (``127.0.0.1``: loopback only); given
+    a host name, on all addresses (the name may resolve differently on this node and on the others).
+    """
     from torch.distributed import TCPStore
 
-    return TCPStore(host, port, world_size=size, is_master=is_master,
-                    timeout=timedelta(seconds=timeout_s), wait_for_workers=False)
+    listen_fd = None
+    if is_master and _is_ip(host):
+        server = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                      backlog=socket.SOMAXCONN)
+        port, listen_fd = server.getsockname()[1], server.detach()
+    try:
+        return TCPStore(host, port, world_size=size, is_master=is_master, timeout=timedelta(seconds=timeout_s),
+                        wait_for_workers=False, master_listen_fd=listen_fd)
+    except BaseException:
+        if listen_fd is not None:
+            os.close(listen_fd)
+        raise
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _mpi_rendezvous(env: Mapping[str, str], timeout_s: float) -> tuple[RankInfo, Any, Any]:

@@ -23,24 +23,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..diffusion.denoiser import Denoiser
-from ..diffusion.guidance.common import ObservationCache, alpha_sigma, per_particle
+from ..diffusion.guidance.common import Guidance, alpha_sigma, per_particle
 from ..diffusion.guidance.mmps import conjugate_gradient
 from ..diffusion.observation import Observation
 from .compose import TrajectoryDenoiser
 
 
-class ComposedMMPS:
+class ComposedMMPS(Guidance):
     def __init__(self, denoiser: TrajectoryDenoiser, observation: Observation, cg_iterations: int = 8,
                  covariance: str = "windows"):
         if cg_iterations < 1:
             raise ValueError(f"MMPS needs at least one conjugate-gradient iteration; got {cg_iterations}")
         if covariance not in ("windows", "symmetric"):
             raise ValueError(f"ComposedMMPS covariance must be windows or symmetric; got {covariance!r}")
-        self.denoiser, self.observation, self.cg_iterations = denoiser, observation, cg_iterations
-        self.covariance = covariance
-        self.schedule = denoiser.schedule
-        self._obs = ObservationCache(observation)
+        super().__init__(denoiser, observation)
+        self.cg_iterations, self.covariance = cg_iterations, covariance
 
     def __call__(self, x_t: Tensor, t: Tensor, condition: Tensor) -> Tensor:
         obs = self._obs.on(x_t)

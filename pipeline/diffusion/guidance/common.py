@@ -8,7 +8,7 @@ the likelihood score)
 and differs only in its approximation of ``log p(y | x_t)``. The helpers here: the schedule at
 ``t`` shaped per particle, the graph from ``x_t`` to ``x_hat`` built with grad enabled locally (so the
 wrappers work inside the caller's ``torch.no_grad``), and the observation moved to the state's
-device once.
+device once, and :class:`Guidance`, the base that holds the denoiser, its schedule and the observation.
 """
 
 from __future__ import annotations
@@ -59,3 +59,13 @@ class ObservationCache:
         if obs is None:
             obs = self._moved[like.device] = self.observation.to(like.device)
         return obs
+
+
+class Guidance:
+    """Base of the wrappers: the denoiser, its schedule (a wrapper is a ``Denoiser`` with the same
+    one) and the observation, moved to the state's device once."""
+
+    def __init__(self, denoiser: Denoiser, observation: Observation):
+        self.denoiser, self.observation = denoiser, observation
+        self.schedule = denoiser.schedule
+        self._obs = ObservationCache(observation)

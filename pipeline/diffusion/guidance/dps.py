@@ -15,16 +15,15 @@ from torch import Tensor
 
 from ..denoiser import Denoiser
 from ..observation import Observation
-from .common import ObservationCache, alpha_sigma, denoise_with_graph
+from .common import Guidance, alpha_sigma, denoise_with_graph
 
 
-class DPS:
+class DPS(Guidance):
     def __init__(self, denoiser: Denoiser, observation: Observation, scale: float = 1.0):
         if scale <= 0:
             raise ValueError(f"DPS scale must be positive; got {scale}")
-        self.denoiser, self.observation, self.scale = denoiser, observation, scale
-        self.schedule = denoiser.schedule
-        self._obs = ObservationCache(observation)
+        super().__init__(denoiser, observation)
+        self.scale = scale
 
     def __call__(self, x_t: Tensor, t: Tensor, condition: Tensor) -> Tensor:
         obs = self._obs.on(x_t)

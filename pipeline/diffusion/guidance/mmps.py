@@ -36,7 +36,7 @@ from torch import Tensor
 
 from ..denoiser import Denoiser
 from ..observation import Observation
-from .common import ObservationCache, alpha_sigma, denoise_with_graph, per_particle
+from .common import Guidance, alpha_sigma, denoise_with_graph, per_particle
 
 
 def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, iterations: int) -> Tensor:
@@ -69,7 +69,7 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, iterations
 COVARIANCES = ("jacobian", "diagonal")
 
 
-class MMPS:
+class MMPS(Guidance):
     def __init__(self, denoiser: Denoiser, observation: Observation, cg_iterations: int = 8,
                  covariance: str = "jacobian"):
         if cg_iterations < 1:
@@ -79,10 +79,8 @@ class MMPS:
         if covariance == "diagonal" and not hasattr(denoiser, "variance"):
             raise ValueError(f"guidance.covariance=diagonal needs a denoiser with a variance model; "
                              f"{type(denoiser).__name__} has none (use guidance.covariance=jacobian)")
-        self.denoiser, self.observation, self.cg_iterations = denoiser, observation, cg_iterations
-        self.covariance = covariance
-        self.schedule = denoiser.schedule
-        self._obs = ObservationCache(observation)
+        super().__init__(denoiser, observation)
+        self.cg_iterations, self.covariance = cg_iterations, covariance
 
     def __call__(self, x_t: Tensor, t: Tensor, condition: Tensor) -> Tensor:
         if self.covariance == "diagonal":

@@ -19,16 +19,15 @@ from torch import Tensor
 
 from ..denoiser import Denoiser
 from ..observation import Observation
-from .common import ObservationCache, alpha_sigma, denoise_with_graph, per_particle
+from .common import Guidance, alpha_sigma, denoise_with_graph, per_particle
 
 
-class SDA:
+class SDA(Guidance):
     def __init__(self, denoiser: Denoiser, observation: Observation, gamma: float = 1e-2):
         if gamma <= 0:
             raise ValueError(f"SDA gamma must be positive; got {gamma}")
-        self.denoiser, self.observation, self.gamma = denoiser, observation, gamma
-        self.schedule = denoiser.schedule
-        self._obs = ObservationCache(observation)
+        super().__init__(denoiser, observation)
+        self.gamma = gamma
 
     def __call__(self, x_t: Tensor, t: Tensor, condition: Tensor) -> Tensor:
         obs = self._obs.on(x_t)

@@ -93,6 +93,10 @@ class FilterConfig(Section):
         None, gt=0.0, description="letkf, pf-local: Gaspari-Cohn half-width c (zero beyond 2c): ring index "
         "distance on twins, great-circle km on grids (DAPPER's loc_rad = c / 1.82); None = infinite")
     rtps: float = Field(0.0, ge=0.0, le=1.0, description="letkf: relaxation to prior spread (Whitaker & Hamill 2012); pf-local: of the resampled spread")
+    transform: Literal["resample", "netf"] = Field(
+        "resample", description="pf-local: how the local weights move the particles: resample (local systematic "
+        "resampling blended over neighbouring columns) | netf (the deterministic second-order transform of the "
+        "local weights, Toedter & Ahrens 2015: weighted mean and covariance exactly, no duplicates)")
     spinup: int = Field(0, ge=0, description="cycles left out of the summary metrics")
     init_std: float = Field(1.0, ge=0.0, description="initial ensemble: truth at cycle 0 plus N(0, init_std^2)")
 

@@ -9,7 +9,7 @@ import torch
 import xarray as xr
 
 from pipeline.config import ConfigError, load_config
-from pipeline.filters.pf_local import adaptive_alpha_columns, local_systematic, restore_spread
+from pipeline.filters.pf_local import adaptive_alpha_columns, local_systematic, netf_transform, restore_spread
 from pipeline.filters.resampling import systematic
 from pipeline.filters.tempering import adaptive_alpha
 from pipeline.run import assimilate
@@ -40,6 +40,25 @@ def test_restore_spread_hits_its_target_spread() -> None:
     assert torch.allclose(out.std(0, unbiased=False)[:, :3], target[:, :3], rtol=1e-12)
     assert torch.allclose(out.mean(0), resampled.mean(0), rtol=0, atol=1e-12)
     assert torch.equal(out[:, :, 3], resampled[:, :, 3])
+
+
+def test_netf_transform_gives_the_weighted_mean_and_covariance() -> None:
+    """The NETF (Tödter & Ahrens 2015): new members with the weighted mean and covariance to round-off;
+    uniform weights leave the members as they are."""
+    g = torch.Generator().manual_seed(6)
+    n, f = 10, 7
+    x = torch.randn(n, f, generator=g, dtype=torch.float64)
+    lw = torch.log_softmax(2 * torch.randn(3, n, generator=g, dtype=torch.float64), 1)
+    lw[2] = -np.log(n)
+    T = netf_transform(lw)
+    for p in range(3):
+        w = torch.exp(lw[p])
+        xa = T[p].T @ x  # x~_j = sum_a x_a T[a, j]
+        mean_w = w @ x
+        cov_w = (x - mean_w).T @ torch.diag(w) @ (x - mean_w)
+        assert torch.allclose(xa.mean(0), mean_w, atol=1e-12)
+        assert torch.allclose((xa - xa.mean(0)).T @ (xa - xa.mean(0)) / n, cov_w, atol=1e-12)
+    assert torch.allclose(T[2], torch.eye(n, dtype=torch.float64), atol=1e-12)
 
 
 def test_adaptive_alpha_columns_matches_the_scalar_rule() -> None:

@@ -27,7 +27,7 @@ taper is ``exp(-1/2) = 0.607`` at ``d = loc_rad``, the GC value there is 0.634),
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -66,10 +66,21 @@ def great_circle_km(latitude, longitude) -> Tensor:
 
 @dataclass(frozen=True)
 class Geometry:
-    """``P`` columns and their distances ``[P, P]`` (index units on a ring, km on a grid)."""
+    """``P`` columns and their distances ``[P, P]`` (index units on a ring, km on a grid). ``cache``
+    keeps the tapers derived from the distances (:func:`local_observations`, :func:`smoothing_matrix`)
+    across cycles: the observation network is usually the same every cycle."""
 
     distances: Tensor
     units: str = "index"
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def cached(self, key: tuple, make):
+        """``make()``, computed once per ``key`` (the last few keys are kept)."""
+        if key not in self.cache:
+            if len(self.cache) >= 8:
+                self.cache.pop(next(iter(self.cache)))
+            self.cache[key] = make()
+        return self.cache[key]
 
     @property
     def n_columns(self) -> int:
@@ -111,6 +122,12 @@ def local_observations(geometry: Geometry, obs_columns: Tensor, radius: float | 
                        columns: Tensor | None = None) -> LocalObs:
     """Tapered observations near each column of ``columns`` (default all): ``GC(d(p, o) / radius)``,
     or all ``M`` observations with taper 1 when ``radius`` is None."""
+    key = ("local", radius, obs_columns.cpu().numpy().tobytes(), None if columns is None else columns.cpu().numpy().tobytes())
+    return geometry.cached(key, lambda: _local_observations(geometry, obs_columns, radius, columns))
+
+
+def _local_observations(geometry: Geometry, obs_columns: Tensor, radius: float | None,
+                        columns: Tensor | None) -> LocalObs:
     cols = torch.arange(geometry.n_columns) if columns is None else columns.cpu()
     m = int(obs_columns.numel())
     if radius is None:
@@ -129,8 +146,12 @@ def smoothing_matrix(geometry: Geometry, half_width: float | None) -> Tensor | N
     """Row-normalised ``GC(d(p, q) / half_width)`` ``[P, P]`` (None when ``half_width`` is None)."""
     if half_width is None:
         return None
-    s = gaspari_cohn(geometry.distances / half_width)
-    return s / s.sum(1, keepdim=True)
+
+    def make() -> Tensor:
+        s = gaspari_cohn(geometry.distances / half_width)
+        return s / s.sum(1, keepdim=True)
+
+    return geometry.cached(("smooth", half_width), make)
 
 
 def dapper_radius(loc_rad: float) -> float:

@@ -24,6 +24,13 @@ Per cycle:
    ``sigma^t = a sigma^f + (1 - a) sigma^w`` (``a = rtps``: relaxation to the prior spread
    ``sigma^f`` of Whitaker & Hamill 2012, as in the LETKF; ``rho = inflation``); columns where the
    resampled spread is zero are left as they are. The carried past states get the same treatment;
+   With ``transform = "netf"`` steps 3–4 are replaced by the local nonlinear ensemble transform
+   (NETF, Tödter & Ahrens 2015; localised as in Tödter et al. 2016): per column
+   ``T_p = w_p 1^T + sqrt(N) (diag(w_p) - w_p w_p^T)^{1/2}`` (symmetric square root), so the new
+   members ``x~_j(p) = sum_a x_a(p) T_p[a, j]`` have the weighted mean ``sum_a w_pa x_a(p)`` and the
+   weighted covariance exactly, deterministically and without duplicates: no sampling noise, and
+   fields stay smooth because the local weights vary smoothly with the tapered likelihoods (no
+   blending needed). Uniform weights give ``T_p = I``;
 5. propagation from ``x~_j`` by guided reverse diffusion (the proposal uses the true ``Sigma_y``);
    weights are uniform afterwards (the local weights are spent in the resampling).
 
@@ -84,6 +91,7 @@ class LocalPF:
     history: int = 1
     rtps: float = 0.0  # relaxation of the resampled spread to the prior's (step 4b)
     inflation: float = 1.0  # multiplies the target spread of step 4b
+    transform: str = "resample"  # "resample" (steps 3-4) | "netf"
 
     def cycle(self, ens: Ensemble, cycle: int, observation: Observation) -> CycleResult:
         comm, p, shape = self.comm, self.propagator, self.state_shape
@@ -96,7 +104,8 @@ class LocalPF:
             hm = observation.operator(m) if ens.n_local else m.new_zeros((0, observation.size))
             ll = gather_rows(comm, ens.ids, per_obs_log_likelihood(observation, hm).cpu())[0]  # [N, M]
             log_w, diag = self.local_weights(log_prior, ll, observation)
-            ancestors = local_systematic(log_w, shared_uniform(self.seed, cycle))  # [P, N]
+            ancestors = (local_systematic(log_w, shared_uniform(self.seed, cycle)) if self.transform == "resample"
+                         else None)  # [P, N]
             x = self.resample(ens.ids, ens.x, ancestors, log_w)
             diag.resampled = True
         log_w_new = torch.full((ens.n_local,), -math.log(self.n_total), dtype=torch.float64)
@@ -120,14 +129,18 @@ class LocalPF:
         d = Diagnostics(ess=float(batched_ess(lw).mean()), alpha=float(alpha.mean()))
         return lw.expand(geo.n_columns, -1) if lw.shape[0] == 1 else lw, d
 
-    def resample(self, ids: Tensor, x: Tensor, ancestors: Tensor, log_w: Tensor) -> Tensor:
+    def resample(self, ids: Tensor, x: Tensor, ancestors: Tensor | None, log_w: Tensor) -> Tensor:
         """``x~_j(p) = sum_a x_a(p) T~_p[a, j]`` for this rank's slots ``j`` (``x`` ``[n, (K,) *S]``),
-        then step 4b with the local log-weights ``log_w`` ``[P, N]``."""
+        then step 4b with the local log-weights ``log_w`` ``[P, N]``; ``ancestors`` None: the NETF."""
         comm, P, n = self.comm, self.geometry.n_columns, self.n_total
         block = column_block(P, comm.size, comm.rank)
         rank_ids = all_ids(comm, ids)
         xc = to_columns(comm, ids, x.reshape(len(ids), -1, P), n, rank_ids)  # [N, F, P_q]
-        if self.radius is None:  # identical ancestors everywhere: an exact gather
+        if ancestors is None:
+            T = netf_transform(log_w[block] if self.radius is not None else log_w[:1])  # [P_q or 1, N, N]
+            out = torch.einsum("ifq,qij->jfq", xc.double().cpu(), T.expand(xc.shape[2], -1, -1))
+            out = out.to(xc.dtype).to(xc.device)
+        elif self.radius is None:  # identical ancestors everywhere: an exact gather
             a = ancestors[0].to(xc.device)
             out = xc[a]
         else:
@@ -139,6 +152,18 @@ class LocalPF:
         if self.rtps > 0 or self.inflation != 1.0:
             out = restore_spread(xc, out, log_w[block].T, self.rtps, self.inflation)
         return from_columns(comm, out, P, rank_ids).reshape(x.shape).to(x.device, x.dtype)
+
+
+def netf_transform(log_w: Tensor) -> Tensor:
+    """The NETF transforms ``T_p = w_p 1^T + sqrt(N) (diag(w_p) - w_p w_p^T)^{1/2}`` ``[P, N, N]`` of
+    normalised log-weights ``[P, N]`` (Tödter & Ahrens 2015, eq. 11 without the random rotation):
+    ``sum_j T_p[a, j] / N = w_pa`` and ``(T_p - w_p 1^T)(T_p - w_p 1^T)^T / N = diag(w_p) - w_p w_p^T``."""
+    w = torch.exp(log_w.double().cpu())
+    n = w.shape[1]
+    a = torch.diag_embed(w) - w[:, :, None] * w[:, None, :]
+    lam, v = torch.linalg.eigh(a)
+    root = (v * torch.sqrt(lam.clamp_min(0.0))[:, None, :]) @ v.transpose(1, 2)
+    return w[:, :, None] + math.sqrt(n) * root
 
 
 def restore_spread(prior: Tensor, resampled: Tensor, log_w: Tensor, rtps: float, inflation: float) -> Tensor:

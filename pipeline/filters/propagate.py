@@ -110,8 +110,9 @@ class Propagator:
         """Samples ``x^{k+1}_i`` for each particle: ``[n, *S]``."""
         noise = ParticleNoise(self.seed, cycle, ids, "propagate", x_prev.device, x_prev.dtype)
         if observation is None and self.exact and isinstance(self.denoiser, ExactTransition):
-            out = [self.timed.sample_transition(x_prev[rows], noise.normal(rows, state_shape))
-                   for rows in self.batches(len(ids))]
+            with torch.no_grad():
+                out = [self.timed.sample_transition(x_prev[rows], noise.normal(rows, state_shape))
+                       for rows in self.batches(len(ids))]
             return torch.cat(out) if out else x_prev.new_zeros((0, *state_shape))
         if observation is None:
             denoiser = self.timed

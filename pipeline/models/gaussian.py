@@ -38,7 +38,8 @@ class GaussianDenoiser:
 
     def __call__(self, x_t: Tensor, t: Tensor, condition: Tensor) -> Tensor:
         alpha, sigma = self.schedule(expand_time(torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device), x_t))
-        m = self.dynamics(condition)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and condition.requires_grad):  # m depends on x only
+            m = self.dynamics(condition)
         q = self.q.to(device=x_t.device, dtype=x_t.dtype)
         return m + alpha * q / (alpha**2 * q + sigma**2) * (x_t - alpha * m)
 

@@ -92,5 +92,24 @@ def run_abs(out_root: Path, particles: list[int], cycles: int, spinup: int, meth
             f"60-cycle trial at N = 20; radii are Gaspari-Cohn half-widths in ring index units, DAPPER's "
             f"loc_rad = radius / {DAPPER_GC_FACTOR}). DAPPER {ref['dapper']} on its own truth and noise of the "
             f"same system, in the same run. ESS is before resampling (letkf, etkf: N; pf-local: the mean of the "
-            f"local ESS).\n\n{table}\n")
+            f"local ESS; kde: of its kernel weights).\n\n{table}\n\n{verdict(results, particles)}\n")
     return body, results
+
+
+PARTICLE_FILTERS = ("pf-optimal", "pf-optimal-tempered", "pf-local", "kde", "pf-bootstrap")
+
+
+def verdict(results: dict, particles: list[int]) -> str:
+    """Per N: the best diffusion particle filter against the bar (DAPPER's ETKF) and the goal (its best LETKF)."""
+    lines = []
+    for n in particles:
+        pfs = [(results[(k, n)]["rmse_analysis"], k) for k in PARTICLE_FILTERS if (k, n) in results]
+        if not pfs:
+            continue
+        best, name = min(pfs)
+        bar = results[("DAPPER EnKF('Sqrt') (ETKF)", n)]["rmse"]
+        goal = min(results[(k, n)]["rmse"] for k in DAPPER_CASES if "LETKF" in k)
+        lines.append(f"N = {n}: the best particle filter, {name} ({best:.3f}), is {'below' if best < bar else 'above'} "
+                     f"the bar, DAPPER's ETKF ({bar:.3f}), and {'below' if best < goal else 'above'} the goal, "
+                     f"DAPPER's best LETKF ({goal:.3f}).")
+    return "\n".join(lines)

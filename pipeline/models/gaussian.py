@@ -26,6 +26,7 @@ class GaussianDenoiser:
         self.schedule = schedule
         self.dynamics = dynamics
         self.q = torch.as_tensor(q, dtype=torch.float64)
+        self.noiseless = bool((self.q == 0).all())  # q = 0: x' = m(x), no draw needed
 
     def mean(self, condition: Tensor) -> Tensor:
         """``m(x)``: ``[B, D]``."""

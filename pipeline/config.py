@@ -121,7 +121,7 @@ class RunConfig(Section):
     init: Path | None = Field(None, description="start from the final particles of this earlier run "
                               "(its output directory) instead of a fresh ensemble")
     backend: Literal["auto", "gloo", "nccl"] = "auto"
-    checkpoint_every: int = Field(1, ge=1, description="checkpoint every N cycles")
+    checkpoint_every: int = Field(1, ge=1, description="checkpoint (and write the analysis of the cycles since) every N cycles")
     members: bool = False
     free_baseline: bool = Field(False, description="also run the same ensemble without observations (same "
                                 "seeds) and report its error beside the analysis (rmse_free, maps.png)")

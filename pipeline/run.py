@@ -1,9 +1,10 @@
 r"""One assimilation run: inputs -> cycles -> ``analysis.zarr``, ``metrics.json``, a PNG.
 
 Per cycle ``k = 1..K`` (every rank, its shard): the filter's cycle (weights, global ESS,
-systematic resampling, propagation), weighted mean and spread reduced across ranks, one region
-write of the analysis by rank 0, then an atomic checkpoint. A rerun into the same ``--out``
-resumes after the last checkpointed cycle and rewrites at most the cycle it was in.
+systematic resampling, propagation), weighted mean and spread reduced across ranks; every
+``run.checkpoint_every`` cycles (and when the run ends or stops) one region write by rank 0 of
+the analysis of the cycles since the last, then an atomic checkpoint. A rerun into the same
+``--out`` resumes after the last checkpointed cycle and rewrites the cycles after it.
 
 Non-finite values: an initial state is refused before anything is written (``InputError``); a
 truth leaves its cycle unscored (NaN scores, ``unscored`` in the metrics); a particle stops the run
@@ -171,6 +172,14 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
             particle_checkpoint.save(free_dir, comm, free_ens, k, fp)
         particle_checkpoint.save(ckpt_dir, comm, ens, k, fp)
 
+    pending: list[dict] = []  # rank 0: the fields of the cycles not yet written, the last being cycle k
+    dims = {**problem.dims(bool(members)), **{name: () for name in DIAGNOSTICS}}
+
+    def flush(k: int) -> None:  # one region write of the pending cycles, ending at cycle k
+        if store is not None:
+            store.write_cycles(k - len(pending), pending, dims)
+            pending.clear()
+
     resumed_from = done
     last_saved = done if meta is not None else 0  # the newest checkpoint in ckpt_dir (0: none)
     for k in range(done + 1, problem.n_cycles + 1):
@@ -186,6 +195,7 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         if bad is not None:  # before cycle k is written: the store and checkpoint end at a good cycle
             kept = f"the checkpoint of cycle {last_saved} is kept (a rerun resumes there)" if last_saved else \
                 "no checkpoint was written"
+            flush(k - 1)
             raise DiffdaError(f"cycle {k}: particle {bad} is not finite (NaN or infinite) after the filter's cycle; "
                               f"the run stopped before writing cycle {k}; {kept}")
         d = result.diagnostics
@@ -228,18 +238,20 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         if store is not None:
             fields = problem.fields(mean, torch.sqrt(var), all_x if members else None)
             fields.update({name: np.array(value, dtype="float64") for name, value in diag.items()})
-            dims = {**problem.dims(bool(members)), **{name: () for name in DIAGNOSTICS}}
-            store.write_cycle(k - 1, fields, dims)
+            pending.append(fields)
         saved = k % cfg.run.checkpoint_every == 0 or k == problem.n_cycles
         if saved:
+            flush(k)
             save(k)
             last_saved = k
         if progress is not None:
             progress(k, problem.n_cycles, diag)
         if stop_after is not None and k >= stop_after and k < problem.n_cycles:
+            flush(k)
             return RunResult({}, out_dir, resumed_from, last_cycle=k)
         if should_stop is not None and k < problem.n_cycles and _any_rank(comm, should_stop()):
             if not saved:
+                flush(k)
                 save(k)
             return RunResult({}, out_dir, resumed_from, stopped=True, last_cycle=k)
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..config import apply_overrides
+from ..errors import DiffdaError
 from ..evaluate.report import write_section
 
 
@@ -77,6 +78,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     kd.add_argument("--out", type=Path, default=Path("runs/bench-kde"))
     _add_overrides(kd)
     kd.set_defaults(func=kde_bench)
+    ab = bsub.add_parser("abs", help="every filter on Lorenz-96 observed through |x| (q = 0.1), beside DAPPER's")
+    ab.add_argument("--particles", default="20,40", help="comma-separated ensemble sizes")
+    ab.add_argument("--cycles", type=int, default=400)
+    ab.add_argument("--spinup", type=int, default=40)
+    ab.add_argument("--methods", default=None, help="comma-separated subset of the rows (default: all)")
+    ab.add_argument("--out", type=Path, default=Path("runs/bench-abs"))
+    ab.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
+    ab.set_defaults(func=abs_bench)
     sk = bsub.add_parser("skill", help="forecast skill of a neural checkpoint vs persistence and climatology")
     _add_checkpoint(sk)
     sk.add_argument("--data", type=Path, required=True, help="the training store (its held-out tail is scored)")
@@ -241,6 +250,18 @@ def kde_bench(args: argparse.Namespace) -> int:
     body, _ = run_kde(args.out, [int(n) for n in args.particles.split(",")], args.cycles, args.methods.split(","),
                       args.settings.split(","), args.overrides, log=_log)
     return _publish(args.report, "kde", "The closed-form KDE filter on Lorenz-63 every 0.1 time units", body)
+
+
+def abs_bench(args: argparse.Namespace) -> int:
+    from ..bench.bench_abs import METHODS, run_abs
+
+    methods = args.methods.split(",") if args.methods else list(METHODS)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise DiffdaError(f"diffda bench abs: unknown --methods {unknown}; choose from {','.join(METHODS)}")
+    body, _ = run_abs(args.out, [int(n) for n in args.particles.split(",")], args.cycles, args.spinup, methods,
+                      log=_log)
+    return _publish(args.report, "abs-lorenz96", "Every filter on Lorenz-96 observed through |x|", body)
 
 
 def skill_bench(args: argparse.Namespace) -> int:

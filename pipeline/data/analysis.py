@@ -1,4 +1,4 @@
-r"""The analysis store: created whole from a template, then one region write per cycle.
+r"""The analysis store: created whole from a template, then region writes of whole cycles.
 
 Layout (opens with a plain ``xarray.open_zarr``): each state variable's weighted mean under its
 own name over ``(time, *dims)``, its spread as ``<name>_spread``, optionally the members as
@@ -112,9 +112,17 @@ class AnalysisStore:
 
     def write_cycle(self, index: int, fields: dict[str, np.ndarray], dims: dict[str, tuple[str, ...]]) -> None:
         """Write cycle ``index``: ``fields[name]`` has the variable's shape without ``time``."""
-        data = {name: (("time", *dims[name]), np.asarray(value)[None]) for name, value in fields.items()}
-        ds = xr.Dataset(data)
-        ds.to_zarr(self.path, region={"time": slice(index, index + 1)}, mode="r+", consolidated=False)
+        self.write_cycles(index, [fields], dims)
+
+    def write_cycles(self, start: int, cycles: list[dict[str, np.ndarray]], dims: dict[str, tuple[str, ...]]) -> None:
+        """Write cycles ``start .. start + len(cycles) - 1`` in one region write (each cycle its own
+        chunk, written whole); ``cycles[j][name]`` has the variable's shape without ``time``."""
+        if not cycles:
+            return
+        data = {name: (("time", *dims[name]), np.stack([np.asarray(c[name]) for c in cycles]))
+                for name in cycles[0]}
+        xr.Dataset(data).to_zarr(self.path, region={"time": slice(start, start + len(cycles))}, mode="r+",
+                                 consolidated=False)
 
     def write_members(self, index: int, members: slice, fields: dict[str, np.ndarray],
                       dims: dict[str, tuple[str, ...]]) -> None:

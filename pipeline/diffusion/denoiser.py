@@ -42,6 +42,8 @@ class Denoiser(Protocol):
 
 @runtime_checkable
 class ExactTransition(Protocol):
+    noiseless: bool  # the transition is deterministic: ``z`` is ignored (zeros are passed, nothing is drawn)
+
     def sample_transition(self, condition: Tensor, z: Tensor) -> Tensor:
         """An exact draw of ``x ~ p(x | condition)`` from standard normals ``z`` ``[B, *S]``: ``[B, *S]``."""
         ...

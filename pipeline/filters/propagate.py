@@ -6,7 +6,7 @@ r"""Particle propagation by (guided) reverse diffusion, in micro-batches, with p
   likelihood guidance when an observation is given. Without an observation, a denoiser that is an
   :class:`~pipeline.diffusion.denoiser.ExactTransition` (the exact Gaussian denoiser of the twins) is
   sampled in one exact draw ``x^{k+1}_i = sample_transition(x^k_i, z_i)`` instead (``exact``), one
-  batched call per micro-batch.
+  batched call per micro-batch (``z = 0``, nothing drawn, for a ``noiseless`` transition).
 
 All randomness comes from streams keyed by (seed, cycle, particle id, purpose) (:mod:`pipeline.rng`),
 so results do not depend on micro-batch size or rank count.
@@ -110,8 +110,10 @@ class Propagator:
         """Samples ``x^{k+1}_i`` for each particle: ``[n, *S]``."""
         noise = ParticleNoise(self.seed, cycle, ids, "propagate", x_prev.device, x_prev.dtype)
         if observation is None and self.exact and isinstance(self.denoiser, ExactTransition):
-            out = [self.timed.sample_transition(x_prev[rows], noise.normal(rows, state_shape))
-                   for rows in self.batches(len(ids))]
+            z = (lambda rows: x_prev.new_zeros((rows.stop - rows.start, *state_shape))) if self.denoiser.noiseless \
+                else (lambda rows: noise.normal(rows, state_shape))
+            with torch.no_grad():
+                out = [self.timed.sample_transition(x_prev[rows], z(rows)) for rows in self.batches(len(ids))]
             return torch.cat(out) if out else x_prev.new_zeros((0, *state_shape))
         if observation is None:
             denoiser = self.timed

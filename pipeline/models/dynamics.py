@@ -3,6 +3,10 @@ r"""Twin-experiment dynamics ``m(x)``, batched: ``x`` is ``[B, D]``, the result 
 - ``Linear``: ``m(x) = a S x``, ``S`` circulant with stencil ``(c, 1 - 2c, c)``.
 - ``Lorenz96``: ``dx_i/dt = (x_{i+1} - x_{i-2}) x_{i-1} - x_i + F``; ``steps`` RK4 steps of ``dt``.
 - ``Lorenz63``: ``(s (y - x), x (r - z) - y, x y - b z)``; ``steps`` RK4 steps of ``dt``.
+
+The Lorenz integrations of a float64 CPU tensor outside autograd run on its NumPy view: the same
+IEEE operations in the same order (the result is bitwise the same), at a fraction of torch's
+per-operation cost on twin-sized batches (hundreds of small operations per cycle).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -22,6 +27,18 @@ def rk4(f: Callable[[Tensor], Tensor], x: Tensor, dt: float, steps: int) -> Tens
         k4 = f(x + dt * k3)
         x = x + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
     return x
+
+
+def integrate(f: Callable[[Tensor], Tensor], x: Tensor, dt: float, steps: int) -> Tensor:
+    """:func:`rk4` of ``x``, on its NumPy view when ``x`` is a float64 CPU tensor outside autograd."""
+    if x.device.type == "cpu" and x.dtype == torch.float64 and not (x.requires_grad or torch.is_grad_enabled()):
+        return torch.from_numpy(rk4(f, x.numpy(), dt, steps))
+    return rk4(f, x, dt, steps)
+
+
+def _lib(x):
+    """The array library of ``x``: NumPy for an ndarray, else torch (``roll``/``stack`` take the same positional args)."""
+    return np if isinstance(x, np.ndarray) else torch
 
 
 @dataclass(frozen=True)
@@ -49,10 +66,11 @@ class Lorenz96:
     steps: int = 1
 
     def tendency(self, x: Tensor) -> Tensor:
-        return (torch.roll(x, -1, -1) - torch.roll(x, 2, -1)) * torch.roll(x, 1, -1) - x + self.F
+        xp = _lib(x)
+        return (xp.roll(x, -1, -1) - xp.roll(x, 2, -1)) * xp.roll(x, 1, -1) - x + self.F
 
     def __call__(self, x: Tensor) -> Tensor:
-        return rk4(self.tendency, x, self.dt, self.steps)
+        return integrate(self.tendency, x, self.dt, self.steps)
 
 
 @dataclass(frozen=True)
@@ -65,9 +83,7 @@ class Lorenz63:
 
     def tendency(self, x: Tensor) -> Tensor:
         a, b, c = x[..., 0], x[..., 1], x[..., 2]
-        return torch.stack(
-            (self.sigma * (b - a), a * (self.rho - c) - b, a * b - self.beta * c), dim=-1
-        )
+        return _lib(x).stack((self.sigma * (b - a), a * (self.rho - c) - b, a * b - self.beta * c), -1)
 
     def __call__(self, x: Tensor) -> Tensor:
-        return rk4(self.tendency, x, self.dt, self.steps)
+        return integrate(self.tendency, x, self.dt, self.steps)

@@ -26,6 +26,7 @@ class GaussianDenoiser:
         self.schedule = schedule
         self.dynamics = dynamics
         self.q = torch.as_tensor(q, dtype=torch.float64)
+        self.noiseless = bool((self.q == 0).all())  # q = 0: x' = m(x), no draw needed
 
     def mean(self, condition: Tensor) -> Tensor:
         """``m(x)``: ``[B, D]``."""
@@ -38,7 +39,8 @@ class GaussianDenoiser:
 
     def __call__(self, x_t: Tensor, t: Tensor, condition: Tensor) -> Tensor:
         alpha, sigma = self.schedule(expand_time(torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device), x_t))
-        m = self.dynamics(condition)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and condition.requires_grad):  # m depends on x only
+            m = self.dynamics(condition)
         q = self.q.to(device=x_t.device, dtype=x_t.dtype)
         return m + alpha * q / (alpha**2 * q + sigma**2) * (x_t - alpha * m)
 

@@ -84,7 +84,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     ab.add_argument("--spinup", type=int, default=40)
     ab.add_argument("--methods", default=None, help="comma-separated subset of the rows (default: all)")
     ab.add_argument("--out", type=Path, default=Path("runs/bench-abs"))
-    ab.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
     ab.set_defaults(func=abs_bench)
     sk = bsub.add_parser("skill", help="forecast skill of a neural checkpoint vs persistence and climatology")
     _add_checkpoint(sk)

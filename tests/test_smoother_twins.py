@@ -85,3 +85,16 @@ def test_backward_simulation_matches_rts():
     tr = backward_simulation(lin, xs, logw, q, 400, g)
     assert ((tr.mean(0) - m).abs() / std).mean() < 0.25
     assert abs(float((tr.std(0) / std).mean()) - 1) < 0.2
+
+
+def test_configured_kde_window_denoiser_cuts_the_archive_from_chains():
+    from pipeline.config import load_config
+    from pipeline.smoothers.window import ARCHIVE_CHAINS, window_denoiser
+
+    cfg = load_config(overrides=["data.preset=lorenz63", "model=kde", "model.archive=200", "model.bandwidth=0.5",
+                                 "smoother.window_half_width=1"])
+    params = twin_params("lorenz63", {"steps": 5})
+    den = window_denoiser(cfg, "lorenz63", params, 3)
+    assert (den.width, den.dim) == (3, 3)
+    assert 200 <= den.windows.shape[0] < 200 + ARCHIVE_CHAINS
+    assert float(den.windows[:, 2::3].mean()) > 10  # on the attractor (z ~ 24), not at the start

@@ -112,6 +112,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     sm.add_argument("--data", type=Path, default=Path("data/linear-smooth"))
     _add_overrides(sm)
     sm.set_defaults(func=smoother_bench)
+    st = bsub.add_parser("smoother-twins", help="the KDE smoother against filters and a particle smoother (L63, L96)")
+    st.add_argument("--cases", default="l63-x1,l63-abs,l96", help="comma-separated: l63-x1, l63-abs, l96")
+    st.add_argument("--length", type=int, default=20, help="observation times in the window")
+    st.add_argument("--start", type=int, default=50, help="cycles before the window")
+    st.add_argument("--k", type=int, default=2, help="window half-width")
+    st.add_argument("--samples", type=int, default=32)
+    st.add_argument("--particles", type=int, default=20000, help="bootstrap PF reference (Lorenz-63)")
+    st.add_argument("--out", type=Path, default=Path("runs/bench-smoother-twins"))
+    _add_overrides(st, "smoother config override, e.g. --set model.bandwidth=0.5")
+    st.set_defaults(func=smoother_twins_bench)
     gp = bsub.add_parser("gpu", help="the prepared GPU check: N=256 cycle, fp32/bf16, compile, CUDA graphs, NCCL")
     gp.add_argument("--device", default="cuda", help="cuda (default; refused without one) or cpu (with --quick)")
     gp.add_argument("--quick", action="store_true", help="toy sizes: a smoke run of the code paths")
@@ -296,6 +306,15 @@ def smoother_bench(args: argparse.Namespace) -> int:
                                  [int(c) for c in args.corrections.split(",")], args.variants.split(","),
                                  args.samples, args.length, args.overrides, log=_log)
     return _publish(args.report, "smoother", "Score-based smoother against the RTS oracle (k, C)", body)
+
+
+def smoother_twins_bench(args: argparse.Namespace) -> int:
+    from ..smoothers.bench_twins import run_twins_bench
+
+    apply_overrides({}, args.overrides)  # syntax check before any work
+    body, _ = run_twins_bench(args.out, args.cases.split(","), args.length, args.start, args.k, args.samples,
+                              args.particles, args.overrides, log=_log)
+    return _publish(args.report, "smoother-twins", "Score-based smoother against filters (Lorenz-63, Lorenz-96)", body)
 
 
 def gpu_bench(args: argparse.Namespace) -> int:

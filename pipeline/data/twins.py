@@ -113,6 +113,27 @@ def simulate(preset: str, params: dict[str, Any], steps: int, g: torch.Generator
     return torch.stack(out)
 
 
+def simulate_chains(preset: str, params: dict[str, Any], chains: int, steps: int, g: torch.Generator,
+                    spinup: int = 300) -> torch.Tensor:
+    """``chains`` independent trajectories ``[C, steps + 1, D]``, integrated as one batch (Lorenz: each
+    spun up ``spinup`` noisy cycles from a perturbed start; linear: the stationary law)."""
+    m, dim = dynamics_for(preset, params), params["dim"]
+    noise = lambda x: params["q"] ** 0.5 * torch.randn(x.shape, generator=g, dtype=torch.float64)  # noqa: E731
+    if preset == "linear":
+        x = torch.randn(chains, dim, generator=g, dtype=torch.float64) * (params["q"] / max(1 - params["a"] ** 2, 1e-6)) ** 0.5
+    else:
+        x = torch.randn(chains, dim, generator=g, dtype=torch.float64) + (params.get("F") or 0.0)
+        if preset == "lorenz63":
+            x = x + torch.tensor([1.0, 1.0, 20.0], dtype=torch.float64)
+        for _ in range(spinup):
+            x = m(x) + noise(x)
+    out = [x]
+    for _ in range(steps):
+        x = m(x) + noise(x)
+        out.append(x)
+    return torch.stack(out, 1)
+
+
 def observation_mask(params: dict[str, Any]) -> np.ndarray:
     """Boolean ``[D]``: the listed ``components``, else every ``stride``-th component, observed."""
     mask = np.zeros(params["dim"], dtype=bool)

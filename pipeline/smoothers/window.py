@@ -48,11 +48,12 @@ from ..filters.ensemble import gather_rows
 from .smoother import SmootherSpec, smooth
 
 DIAGNOSTICS = ["rmse_analysis", "spread_analysis", "crps_analysis"]
+ARCHIVE_CHAINS = 64  # model=kde: the archive windows are cut from this many independent runs
 
 
 def window_denoiser(cfg: Config, preset: str, params: dict, dim: int) -> Denoiser:
     """The configured window denoiser over ``2k+1`` states: ``model=gaussian`` (the linear twin's
-    exact window) or ``model=kde`` (windows cut from an archive run of the twin, :mod:`.kde`)."""
+    exact window) or ``model=kde`` (``model.archive`` windows, at least, cut from ``ARCHIVE_CHAINS`` runs of the twin, :mod:`.kde`)."""
     k = cfg.smoother.window_half_width
     schedule = make_schedule(cfg.schedule.kind, **cfg.schedule.params)
     if cfg.model.kind == "gaussian":
@@ -65,11 +66,12 @@ def window_denoiser(cfg: Config, preset: str, params: dict, dim: int) -> Denoise
         M = Linear(float(params["a"]), float(params["c"])).matrix(dim)
         return GaussianWindowDenoiser(schedule, M, float(params["q"]) * torch.eye(dim, dtype=torch.float64), k)
     if cfg.model.kind == "kde":
-        from ..data.twins import simulate
+        from ..data.twins import simulate_chains
         from .kde import KDEWindowDenoiser
 
         g = torch.Generator().manual_seed(10_000 + cfg.run.seed)
-        archive = simulate(preset, params, cfg.model.archive + 2 * k, g)  # independent of the truth
+        chains = min(ARCHIVE_CHAINS, cfg.model.archive)  # independent of the truth, integrated as one batch
+        archive = simulate_chains(preset, params, chains, -(-cfg.model.archive // chains) + 2 * k - 1, g)
         return KDEWindowDenoiser.from_trajectory(schedule, archive, k, cfg.model.bandwidth)
     raise ConfigError(f"model={cfg.model.kind}: diffda smooth takes model=gaussian or model=kde")
 

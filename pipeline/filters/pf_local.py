@@ -23,7 +23,7 @@ Per cycle:
    ``x~_j <- xbar~ + (x~_j - xbar~) rho sigma^t / sigma~``, to the target
    ``sigma^t = a sigma^f + (1 - a) sigma^w`` (``a = rtps``: relaxation to the prior spread
    ``sigma^f`` of Whitaker & Hamill 2012, as in the LETKF; ``rho = inflation``); columns where the
-   resampled spread is zero are left as they are. The carried past states get the same treatment;
+   resampled spread is zero are left as they are. The carried past states get the same treatment.
    With ``transform = "netf"`` steps 3–4 are replaced by the local nonlinear ensemble transform
    (NETF, Tödter & Ahrens 2015; localised as in Tödter et al. 2016): per column
    ``T_p = w_p 1^T + sqrt(N) (diag(w_p) - w_p w_p^T)^{1/2}`` (symmetric square root), so the new
@@ -104,9 +104,7 @@ class LocalPF:
             hm = observation.operator(m) if ens.n_local else m.new_zeros((0, observation.size))
             ll = gather_rows(comm, ens.ids, per_obs_log_likelihood(observation, hm).cpu())[0]  # [N, M]
             log_w, diag = self.local_weights(log_prior, ll, observation)
-            ancestors = (local_systematic(log_w, shared_uniform(self.seed, cycle)) if self.transform == "resample"
-                         else None)  # [P, N]
-            x = self.resample(ens.ids, ens.x, ancestors, log_w)
+            x = self.update(ens.ids, ens.x, log_w, cycle)
             diag.resampled = True
         log_w_new = torch.full((ens.n_local,), -math.log(self.n_total), dtype=torch.float64)
         x_next = p.propagate(x, ens.ids, cycle, shape, observation)
@@ -129,18 +127,20 @@ class LocalPF:
         d = Diagnostics(ess=float(batched_ess(lw).mean()), alpha=float(alpha.mean()))
         return lw.expand(geo.n_columns, -1) if lw.shape[0] == 1 else lw, d
 
-    def resample(self, ids: Tensor, x: Tensor, ancestors: Tensor | None, log_w: Tensor) -> Tensor:
-        """``x~_j(p) = sum_a x_a(p) T~_p[a, j]`` for this rank's slots ``j`` (``x`` ``[n, (K,) *S]``),
-        then step 4b with the local log-weights ``log_w`` ``[P, N]``; ``ancestors`` None: the NETF."""
+    def update(self, ids: Tensor, x: Tensor, log_w: Tensor, cycle: int) -> Tensor:
+        """``x~_j(p) = sum_a x_a(p) T~_p[a, j]`` for this rank's slots ``j`` (``x`` ``[n, (K,) *S]``) with
+        the local log-weights ``log_w`` ``[P, N]``: steps 3–4 (``resample``) or the NETF, then step 4b."""
         comm, P, n = self.comm, self.geometry.n_columns, self.n_total
         block = column_block(P, comm.size, comm.rank)
         rank_ids = all_ids(comm, ids)
         xc = to_columns(comm, ids, x.reshape(len(ids), -1, P), n, rank_ids)  # [N, F, P_q]
-        if ancestors is None:
+        if self.transform == "netf":
             T = netf_transform(log_w[block] if self.radius is not None else log_w[:1])  # [P_q or 1, N, N]
             out = torch.einsum("ifq,qij->jfq", xc.double().cpu(), T.expand(xc.shape[2], -1, -1))
             out = out.to(xc.dtype).to(xc.device)
-        elif self.radius is None:  # identical ancestors everywhere: an exact gather
+            return self._restored(xc, out, log_w[block], P, rank_ids, x)
+        ancestors = local_systematic(log_w, shared_uniform(self.seed, cycle))  # [P, N]
+        if self.radius is None:  # identical ancestors everywhere: an exact gather
             a = ancestors[0].to(xc.device)
             out = xc[a]
         else:
@@ -149,9 +149,13 @@ class LocalPF:
             S = smoothing_matrix(self.geometry, SMOOTHING_FRACTION * self.radius)[block]  # [P_q, P]
             Ts = torch.einsum("qp,pij->qij", S, T)  # [P_q, N, N]
             out = torch.einsum("ifq,qij->jfq", xc.double().cpu(), Ts).to(xc.dtype).to(xc.device)
+        return self._restored(xc, out, log_w[block], P, rank_ids, x)
+
+    def _restored(self, xc: Tensor, out: Tensor, log_w: Tensor, P: int, rank_ids: list[Tensor], x: Tensor) -> Tensor:
+        """Step 4b on this rank's columns (``log_w`` ``[P_q, N]``), then the members back to their ranks."""
         if self.rtps > 0 or self.inflation != 1.0:
-            out = restore_spread(xc, out, log_w[block].T, self.rtps, self.inflation)
-        return from_columns(comm, out, P, rank_ids).reshape(x.shape).to(x.device, x.dtype)
+            out = restore_spread(xc, out, log_w.T, self.rtps, self.inflation)
+        return from_columns(self.comm, out, P, rank_ids).reshape(x.shape).to(x.device, x.dtype)
 
 
 def netf_transform(log_w: Tensor) -> Tensor:

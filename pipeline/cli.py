@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "pipeline.commands.train",
     "pipeline.commands.prepare",
     "pipeline.commands.smooth",
+    "pipeline.commands.model_error",
 ]
 
 

@@ -97,6 +97,12 @@ class FilterConfig(Section):
         "resample", description="pf-local: how the local weights move the particles: resample (local systematic "
         "resampling blended over neighbouring columns) | netf (the deterministic second-order transform of the "
         "local weights, Toedter & Ahrens 2015: weighted mean and covariance exactly, no duplicates)")
+    additive_inflation: float = Field(
+        0.0, ge=0.0, description="scale a of the additive model-error perturbations of the carried ensemble "
+        "(recentred draws with the covariance of the model-error samples; pipeline/filters/additive.py); 0 = off")
+    model_error: Path | None = Field(
+        None, description="additive inflation: the model-error samples (model_error.npz, `diffda model-error`); "
+        "None = the one beside model.checkpoint (the shipped emulator's for the sphere preset)")
     spinup: int = Field(0, ge=0, description="cycles left out of the summary metrics")
     init_std: float = Field(1.0, ge=0.0, description="initial ensemble: truth at cycle 0 plus N(0, init_std^2)")
 

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 PURPOSES = {"init": 0, "predict": 1, "propagate": 2, "resample": 3, "jitter": 4, "data": 5, "train": 6,
-            "measure": 7, "analysis": 8}
+            "measure": 7, "analysis": 8, "additive": 9}
 
 _MASK = 0xFFFFFFFF
 _M0, _M1 = 0xD2511F53, 0xCD9E8D57  # Philox4x32 multipliers

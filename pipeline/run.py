@@ -116,6 +116,7 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
     )
     history = problem.history
     filt = make_filter(cfg, comm, propagator, problem)
+    additive = additive_inflation(cfg, comm, problem)
     # run.free_baseline: the same ensemble, same seeds, propagated without observations, timed apart
     baseline = None
     if cfg.run.free_baseline and cfg.filter.method != "free":
@@ -209,7 +210,7 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
                     f"cycle {k} is not scored")
             truth = None
         all_x, all_lw = gather_ensemble(comm, now) if (truth is not None or members) else (None, None)
-        ens = result.next
+        ens = result.next if additive is None else additive(result.next, g)
         diag = {
             "rmse_analysis": rmse(mean, truth) if truth is not None else np.nan,
             "rmse_forecast": rmse(result.forecast_mean, truth) if truth is not None else np.nan,
@@ -313,6 +314,26 @@ def make_filter(cfg: Config, comm: Comm, propagator: Propagator, problem: Proble
         return LocalPF(comm, propagator, shape, geometry, f.particles, f.localization_radius, cfg.run.seed,
                        band=band, history=history, rtps=f.rtps, inflation=f.inflation, transform=f.transform)
     raise DiffdaError(f"filter.method={method} is not implemented")
+
+
+def additive_inflation(cfg: Config, comm: Comm, problem: Problem):
+    """The configured :class:`~pipeline.filters.additive.AdditiveInflation` (None when
+    ``filter.additive_inflation = 0``), its samples from ``filter.model_error`` or beside the checkpoint."""
+    if cfg.filter.additive_inflation == 0:
+        return None
+    from .filters.additive import AdditiveInflation
+    from .models.model_error import FILE, load_anomalies
+
+    path = cfg.filter.model_error
+    if path is None:
+        if cfg.model.kind != "neural":
+            raise DiffdaError("filter.additive_inflation > 0 needs filter.model_error=FILE (model-error samples) "
+                              f"for model={cfg.model.kind}; make them with `diffda model-error`")
+        from .models.weights import default_checkpoint
+
+        path = Path(cfg.model.checkpoint or default_checkpoint()) / FILE
+    anomalies = load_anomalies(path, tuple(problem.state_shape))
+    return AdditiveInflation(comm, anomalies, cfg.filter.additive_inflation, cfg.run.seed, problem.history)
 
 
 def summarise(store: Path, cfg: Config) -> dict:

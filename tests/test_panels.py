@@ -21,3 +21,22 @@ def test_panel_rmse_and_persistence(tmp_path):
     s = panel_scores(tmp_path / "run", tmp_path / "data", skip=2)
     assert s["cycles"] == 3 and "Z500" not in s
     np.testing.assert_allclose([s["T850"], s["T850_persistence"], s["rmse_analysis"]], [2.0, 0.5, 0.3], rtol=1e-12)
+
+
+def test_observed_variable_at_observed_points(tmp_path):
+    """``temperature_at_observed``: the RMSE over the points where observations.zarr has a value only."""
+    time = np.datetime64("2000-01-01T00") + np.arange(4) * np.timedelta64(6, "h")
+    coords = {"time": time, "level": [500.0, 850.0], "latitude": [-45.0, 45.0], "longitude": [0.0, 180.0]}
+    shape = (4, 2, 2, 2)
+    truth = xr.Dataset({"temperature": (tuple(coords), np.zeros(shape))}, coords=coords)
+    (tmp_path / "data").mkdir()
+    truth.to_zarr(tmp_path / "data" / "truth.zarr")
+    err = np.where(np.arange(2)[None, None, None, :] == 0, 0.5, 3.0) + np.zeros(shape)  # 0.5 K at lon 0, 3 K at 180
+    ana = xr.Dataset({"temperature": (tuple(coords), err)}, coords=coords).isel(time=slice(1, None))
+    (tmp_path / "run").mkdir()
+    ana.to_zarr(tmp_path / "run" / "analysis.zarr")
+    y = np.where(np.arange(2)[None, None, None, :] == 0, 1.0, np.nan) + np.zeros(shape)  # observed at lon 0 only
+    obs = xr.Dataset({"temperature": (tuple(coords), y, {"noise_std": 1.0})}, coords=coords).isel(time=slice(1, None))
+    obs.to_zarr(tmp_path / "data" / "observations.zarr")
+    s = panel_scores(tmp_path / "run", tmp_path / "data", skip=1)
+    assert s["temperature_at_observed"] == 0.5 and s["temperature_noise_std"] == 1.0

@@ -5,7 +5,9 @@ each variable's name, ``[time, level, lat, lon]``) and ``data_dir/truth.zarr``, 
 cycles after the first ``skip`` (the spin-up), the RMSE ``sqrt(mean (a - x)^2)`` of each panel in
 physical units, the same for persistence ``x(t - 6 h)`` (the previous true state: the estimate a
 filter must beat to be worth its observations), and the run's own normalised all-channel scores
-(``rmse_analysis``, ``rmse_free``, ``spread_analysis``, ``ess``, ``alpha``, ``cycle_seconds``).
+(``rmse_analysis``, ``rmse_free``, ``spread_analysis``, ``ess``, ``alpha``, ``cycle_seconds``), and
+for each observed variable the analysis RMSE at the observed points (``<name>_at_observed``, all
+observed levels, physical units) beside the observation noise (``<name>_noise_std``).
 
 Command line (prints one JSON object)::
 
@@ -40,6 +42,19 @@ def panel_scores(run_dir: str | Path, data_dir: str | Path, skip: int = 10) -> d
         prev = truth[name].sel(level=level, time=times - SIX_HOURS).values
         out[label] = float(np.sqrt(np.mean((a - x) ** 2)))
         out[f"{label}_persistence"] = float(np.sqrt(np.mean((prev - x) ** 2)))
+    obs_path = Path(data_dir) / "observations.zarr"
+    if obs_path.exists():  # each observed variable at the observed points (all observed levels), against its noise
+        obs = xr.open_zarr(obs_path, consolidated=False)
+        for name in obs.data_vars:
+            if name not in ana or name not in truth:
+                continue
+            y = obs[name].sel(time=times)
+            levels = y.level.values
+            seen = np.isfinite(y.values)
+            a = ana[name].sel(level=levels, time=times).values
+            x = truth[name].sel(level=levels, time=times).values
+            out[f"{name}_at_observed"] = float(np.sqrt(np.mean((a - x)[seen] ** 2)))
+            out[f"{name}_noise_std"] = float(obs[name].attrs.get("noise_std", np.nan))
     for key in ("rmse_analysis", "rmse_free", "spread_analysis", "ess", "alpha", "cycle_seconds"):
         if key in ana:
             v = ana[key].values[skip:].astype(float)

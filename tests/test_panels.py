@@ -40,3 +40,11 @@ def test_observed_variable_at_observed_points(tmp_path):
     obs.to_zarr(tmp_path / "data" / "observations.zarr")
     s = panel_scores(tmp_path / "run", tmp_path / "data", skip=1)
     assert s["temperature_at_observed"] == 0.5 and s["temperature_noise_std"] == 1.0
+
+
+def test_plot_runs_writes_a_png(tmp_path):
+    from pipeline.evaluate.plots import plot_runs
+
+    d = {"rmse_analysis": np.linspace(0.1, 0.3, 5), "spread_analysis": np.full(5, 0.2), "rmse_free": np.linspace(0.1, 0.6, 5)}
+    plot_runs(tmp_path / "c.png", {"a": d, "b": {**d, "rmse_free": np.full(5, np.nan)}}, "t")
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "c.png").stat().st_size > 10_000

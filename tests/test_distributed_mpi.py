@@ -249,3 +249,22 @@ def test_selftest(n: int, flags: list[str]) -> None:
     proc = subprocess.run(cmd, env=clean_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"selftest OK: {n} rank(s)" in proc.stdout and "migrate_ms" in proc.stdout
+
+
+def test_ranks_on_a_node_share_the_cpus() -> None:
+    """Several ranks on one node without OMP_NUM_THREADS: each gets cpus // local_size threads."""
+    import os
+
+    import torch
+
+    from pipeline.distributed.launch import RankInfo, share_cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        cpus = len(os.sched_getaffinity(0))
+        assert share_cpu_threads(RankInfo("mpi", 0, 4, 0, 2), {}) == max(1, cpus // 2)
+        torch.set_num_threads(3)
+        assert share_cpu_threads(RankInfo("mpi", 0, 4, 0, 2), {"OMP_NUM_THREADS": "3"}) == 3  # the user's choice stays
+        assert share_cpu_threads(RankInfo("local"), {}) == 3  # one rank: left alone
+    finally:
+        torch.set_num_threads(before)

@@ -48,3 +48,17 @@ def test_plot_runs_writes_a_png(tmp_path):
     d = {"rmse_analysis": np.linspace(0.1, 0.3, 5), "spread_analysis": np.full(5, 0.2), "rmse_free": np.linspace(0.1, 0.6, 5)}
     plot_runs(tmp_path / "c.png", {"a": d, "b": {**d, "rmse_free": np.full(5, np.nan)}}, "t")
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "c.png").stat().st_size > 10_000
+
+
+def test_trend_of_the_last_ten_cycles_over_the_first_ten(tmp_path):
+    time = np.datetime64("2000-01-01T00") + np.arange(26) * np.timedelta64(6, "h")
+    coords = {"time": time, "level": [850.0], "latitude": [0.0], "longitude": [0.0]}
+    truth = xr.Dataset({"temperature": (tuple(coords), np.zeros((26, 1, 1, 1)))}, coords=coords)
+    (tmp_path / "data").mkdir()
+    truth.to_zarr(tmp_path / "data" / "truth.zarr")
+    ana = truth.isel(time=slice(1, None))
+    ana["rmse_analysis"] = ("time", np.r_[np.full(5, 9.0), np.full(10, 0.2), np.full(10, 0.3)])
+    (tmp_path / "run").mkdir()
+    ana.to_zarr(tmp_path / "run" / "analysis.zarr")
+    s = panel_scores(tmp_path / "run", tmp_path / "data", skip=5)
+    np.testing.assert_allclose([s["rmse_first10"], s["rmse_last10"], s["trend"]], [0.2, 0.3, 1.5], rtol=1e-12)

@@ -7,7 +7,8 @@ physical units, the same for persistence ``x(t - 6 h)`` (the previous true state
 filter must beat to be worth its observations), and the run's own normalised all-channel scores
 (``rmse_analysis``, ``rmse_free``, ``spread_analysis``, ``ess``, ``alpha``, ``cycle_seconds``), and
 for each observed variable the analysis RMSE at the observed points (``<name>_at_observed``, all
-observed levels, physical units) beside the observation noise (``<name>_noise_std``).
+observed levels, physical units) beside the observation noise (``<name>_noise_std``); with 20 or
+more scored cycles, ``trend``: the mean RMSE of the last 10 scored cycles over that of the first 10.
 
 Command line (prints one JSON object)::
 
@@ -59,6 +60,11 @@ def panel_scores(run_dir: str | Path, data_dir: str | Path, skip: int = 10) -> d
         if key in ana:
             v = ana[key].values[skip:].astype(float)
             out[key] = float(np.nanmean(v)) if np.isfinite(v).any() else None
+    if "rmse_analysis" in ana:  # issue 14's trend: the last 10 scored cycles against the first 10
+        v = ana["rmse_analysis"].values[skip:].astype(float)
+        if len(v) >= 20 and np.isfinite(v).all():
+            out["rmse_first10"], out["rmse_last10"] = float(v[:10].mean()), float(v[-10:].mean())
+            out["trend"] = out["rmse_last10"] / out["rmse_first10"]
     return out
 
 

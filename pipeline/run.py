@@ -318,8 +318,9 @@ def make_filter(cfg: Config, comm: Comm, propagator: Propagator, problem: Proble
 
 def additive_inflation(cfg: Config, comm: Comm, problem: Problem):
     """The configured :class:`~pipeline.filters.additive.AdditiveInflation` (None when
-    ``filter.additive_inflation = 0``), its samples from ``filter.model_error`` or beside the checkpoint."""
-    if cfg.filter.additive_inflation == 0:
+    ``filter.additive_inflation = 0``, and for ``filter.method=free``: the model alone, like the free
+    baseline), its samples from ``filter.model_error`` or beside the checkpoint."""
+    if cfg.filter.additive_inflation == 0 or cfg.filter.method == "free":
         return None
     from .filters.additive import AdditiveInflation
     from .models.model_error import FILE, load_anomalies

@@ -96,7 +96,8 @@ def test_model_error_command_and_inflated_run(twin, tmp_path):
     assert errors.shape == (3, 12, 32, 64) and np.isfinite(errors).all()
     # the truth is sampled from the emulator: the error is its one-step spread, about 0.05-0.1 normalised
     assert 0.005 < float(np.sqrt((errors**2).mean())) < 0.5
-    plain = assimilate(load_config(EMBEDDED_DEFAULT, RUN), twin, tmp_path / "plain", fresh=True)
+    plain = assimilate(load_config(EMBEDDED_DEFAULT, [*RUN, "filter.additive_inflation=0"]), twin, tmp_path / "plain",
+                       fresh=True)
     cfg = load_config(EMBEDDED_DEFAULT, [*RUN, "filter.additive_inflation=1.0", f"filter.model_error={me}"])
     inflated = assimilate(cfg, twin, tmp_path / "inflated", fresh=True)
     a = xr.open_zarr(tmp_path / "plain" / "analysis.zarr").rmse_analysis.values

@@ -166,7 +166,10 @@ def netf_transform(log_w: Tensor) -> Tensor:
     n = w.shape[1]
     a = torch.diag_embed(w) - w[:, :, None] * w[:, None, :]
     lam, v = torch.linalg.eigh(a)
-    root = (v * torch.sqrt(lam.clamp_min(0.0))[:, None, :]) @ v.transpose(1, 2)
+    # ``a`` is PSD with ``a 1 = 0``: eigenvalues at round-off level are zero (their square root,
+    # ~1e-9, would otherwise leak into ``T``; uniform weights must give ``T = I`` exactly enough).
+    tol = lam.amax(1, keepdim=True).clamp_min(0.0) * n * torch.finfo(lam.dtype).eps
+    root = (v * torch.sqrt(torch.where(lam > tol, lam, torch.zeros_like(lam)))[:, None, :]) @ v.transpose(1, 2)
     return w[:, :, None] + math.sqrt(n) * root
 
 

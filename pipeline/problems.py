@@ -118,7 +118,7 @@ class TwinProblem:
 
 def load_twin(cfg: Config, data_dir: Path, device: torch.device, dtype: torch.dtype) -> TwinProblem:
     """Read ``truth.zarr``/``observations.zarr`` and build the configured denoiser."""
-    from .data.twins import dynamics_for, simulate, twin_params
+    from .data.twins import dynamics_for, params_of, simulate
 
     truth = _open(data_dir / "truth.zarr", "truth")
     obs = _open(data_dir / "observations.zarr", "observations")
@@ -138,7 +138,7 @@ def load_twin(cfg: Config, data_dir: Path, device: torch.device, dtype: torch.dt
         raise InputError("observation times must be the truth times after cycle 0 (one per cycle, no gaps)")
     truth_values = torch.from_numpy(truth.x.values).double()
     obs_values = torch.from_numpy(obs.x.values).double()
-    params = twin_params(preset, {k: truth.attrs[k] for k in truth.attrs if k not in ("preset", "cycle_hours", "dim") or (k == "dim" and preset != "lorenz63")})
+    params = params_of(truth.attrs)
     start = cfg.run.start
     if start >= len(obs.time):
         raise InputError(f"run.start={start} but the observations hold only {len(obs.time)} cycles")
@@ -155,7 +155,8 @@ def load_twin(cfg: Config, data_dir: Path, device: torch.device, dtype: torch.dt
         traj = simulate(preset, params, cfg.model.archive, g)  # an archive run, independent of the truth
         denoiser = KDEDenoiser(schedule, traj[:-1].to(device, dtype), traj[1:].to(device, dtype), cfg.model.bandwidth)
     else:
-        raise InputError(f"model={cfg.model.kind} needs gridded data; twins use model=gaussian or model=kde")
+        raise InputError(f"model={cfg.model.kind}: diffda run on a twin takes model=gaussian or model=kde "
+                         f"(model=neural on a twin is diffda smooth's trained window prior)")
     return TwinProblem(
         name="x", state_shape=(truth.sizes["component"],), times=obs.time.values[start:start + cycles],
         denoiser=denoiser, truth_values=truth_values[: cycles + 1], obs_values=obs_values[:cycles],

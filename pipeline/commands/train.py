@@ -1,7 +1,9 @@
 """``diffda train --data DIR --out DIR [--set key=value ...]``: train the neural denoiser.
 
 ``--data`` is an ERA5-layout Zarr store or a directory holding ``truth.zarr`` (as written by
-``diffda make-data sphere``). Keys are those of :class:`pipeline.models.train.TrainOptions`
+``diffda make-data sphere``); with ``--set kind=window-mlp`` (and ``window_half_width=k``), a twin's
+directory (``diffda make-data lorenz63 --set cycles=N``): the smoother's window network
+(:mod:`pipeline.smoothers.train_window`). Keys are those of :class:`pipeline.models.train.TrainOptions`
 (steps, batch_size, lr, base, mults, history, seed, resume, checkpoint_every, ...). A rerun into
 the same ``--out`` resumes from its last checkpoint unless ``--set resume=false``. Under
 ``mpiexec``, ``srun`` or ``torchrun`` with several ranks, the launcher
@@ -23,9 +25,10 @@ from ..errors import DiffdaError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the neural denoiser on gridded data",
+    p = sub.add_parser("train", help="train the neural denoiser (gridded emulator, or a twin's window network)",
                        description="Train the conditional diffusion denoiser (U-Net, EDM loss) on an "
-                                   "ERA5-layout Zarr store; writes OUT/model.safetensors, OUT/meta.json "
+                                   "ERA5-layout Zarr store, or with --set kind=window-mlp the smoother's window "
+                                   "network on a twin trajectory; writes OUT/model.safetensors, OUT/meta.json "
                                    "and OUT/training.pt (for resuming).")
     p.add_argument("--data", required=True, type=Path, help="Zarr store, or a directory with truth.zarr")
     p.add_argument("--out", required=True, type=Path, help="checkpoint directory")
@@ -68,6 +71,11 @@ def body(rank: int, size: int, args: argparse.Namespace, opts) -> int:
     if skill:
         print(f"held-out forecast RMSE (normalised): model {skill['rmse_model']:.3f}, persistence "
               f"{skill['rmse_persistence']:.3f}, climatology {skill['rmse_climatology']:.3f}")
+    check = summary.get("denoising")
+    if check:
+        pairs = ", ".join(f"{s:g}: {a:.3f} / {b:.3f}" for s, a, b in
+                          zip(check["sigma"], check["rmse_network"], check["rmse_independent"]))
+        print(f"held-out window denoising RMSE, network / independent Gaussian prior, at sigma/s_bar {pairs}")
     summary["world_size"] = size
     write_file(args.out / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
     return 0

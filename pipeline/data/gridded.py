@@ -349,7 +349,7 @@ def load_gridded(cfg: Any, data_dir: Path | None, device: torch.device, dtype: t
             from ..models.weights import default_checkpoint
 
             checkpoint = default_checkpoint()  # the shipped emulator of the sphere preset
-        meta = read_meta(checkpoint)
+        meta = read_meta(checkpoint, kind="sphere-unet")
         want = GridLayout.from_meta(meta)
         variables = want.variables
         levels = want.levels or None

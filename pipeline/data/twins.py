@@ -76,6 +76,21 @@ def twin_params(preset: str, overrides: dict[str, Any] | None = None) -> dict[st
     return params
 
 
+def params_of(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of a twin store from its ``truth.zarr`` attributes (as :func:`make_twin` wrote them)."""
+    preset = attrs["preset"]
+    return twin_params(preset, {k: attrs[k] for k in attrs if k not in ("preset", "cycle_hours", "dim")
+                                or (k == "dim" and preset != "lorenz63")})
+
+
+SYSTEM_KEYS = {"linear": ("dim", "a", "c", "q"), "lorenz96": ("dim", "F", "steps", "q"), "lorenz63": ("dim", "steps", "q")}
+
+
+def system_of(preset: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The keys that define the chain ``x' = m(x) + N(0, q I)`` (not its observations): ``{"preset", ...}``."""
+    return {"preset": preset, **{k: params[k] for k in SYSTEM_KEYS[preset]}}
+
+
 def dynamics_for(preset: str, params: dict[str, Any]):
     """The map ``m`` of a preset with its parameters."""
     if preset == "linear":

@@ -10,6 +10,10 @@ A checkpoint directory holds
   ``preconditioning`` (``residual``, ``sigma_min``, ``sigma_max``), ``history`` (K), ``training``
   (``step``, options).
 
+``architecture.kind`` names the network: ``sphere-unet`` (the gridded emulator above) or ``window-mlp``
+(the smoother's window prior over ``2k+1`` twin states, whose ``meta.json`` holds ``window``,
+``normalisation`` and ``system`` instead of channels and grid: :mod:`pipeline.smoothers.neural`).
+
 :func:`check_compatible` refuses inputs whose channels or grid differ, with an
 :class:`~pipeline.errors.InputError` naming the difference and the fix. Files are written to a
 temporary name and renamed (atomic).
@@ -114,7 +118,12 @@ def save_checkpoint(path: str | Path, net: nn.Module, meta: dict,
     return path
 
 
-def read_meta(path: str | Path) -> dict:
+KIND_USE = {"sphere-unet": "the gridded emulator (diffda run on sphere/era5 data)",
+            "window-mlp": "the smoother's window prior (diffda smooth on a twin)"}
+
+
+def read_meta(path: str | Path, kind: str | None = None) -> dict:
+    """``path/meta.json``, checked; with ``kind``, refuse a checkpoint of another network kind."""
     path = Path(path)
     meta_path = path / META
     if not meta_path.is_file():
@@ -123,15 +132,32 @@ def read_meta(path: str | Path) -> dict:
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != FORMAT:
         raise InputError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}; retrain with this diffda version")
+    got = meta.get("architecture", {}).get("kind", "sphere-unet")
+    if kind is not None and got != kind:
+        raise InputError(f"model.checkpoint={path} holds a {got} network, {KIND_USE.get(got, 'unknown here')}; "
+                         f"this run needs a {kind} network, {KIND_USE[kind]}")
     return meta
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[SphereUNet, dict]:
+def build_network(architecture: dict) -> nn.Module:
+    """A fresh network of ``architecture`` (``meta.json``'s, with its ``kind``)."""
+    kind = architecture.get("kind", "sphere-unet")
+    fields = {k: v for k, v in architecture.items() if k != "kind"}
+    if kind == "sphere-unet":
+        return SphereUNet(UNetConfig.from_dict(fields))
+    if kind == "window-mlp":
+        from .window_mlp import WindowMLP, WindowMLPConfig
+
+        return WindowMLP(WindowMLPConfig.from_dict(fields))
+    raise InputError(f"unknown network kind {kind!r} in meta.json (known: sphere-unet, window-mlp); "
+                     f"retrain with this diffda version")
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """The network (eval mode, on ``device``) and its metadata."""
     path = Path(path)
     meta = read_meta(path)
-    arch = {k: v for k, v in meta["architecture"].items() if k != "kind"}
-    net = SphereUNet(UNetConfig.from_dict(arch))
+    net = build_network(meta["architecture"])
     weights = path / WEIGHTS
     if not weights.is_file():
         raise InputError(f"{path} has {META} but no {WEIGHTS}; the checkpoint is incomplete, copy it again or retrain")

@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from ..diffusion.denoiser import expand_time
 from ..diffusion.schedules import Schedule, make_schedule
 from .normalisation import Normalisation
-from .unet import SphereUNet, UNetConfig
+from .unet import UNetConfig
 
 if TYPE_CHECKING:
     from .network_checkpoint import GridLayout
@@ -277,8 +277,9 @@ class NeuralDenoiser:
         dtype = INFERENCE["dtype"] if dtype is None else dtype
         compile = bool(INFERENCE["compile"]) if compile is None else compile
         cuda_graphs = bool(INFERENCE["cuda_graphs"]) if cuda_graphs is None else cuda_graphs
+        meta = read_meta(path, kind="sphere-unet")
         if layout is not None:
-            check_compatible(read_meta(path), layout)
+            check_compatible(meta, layout)
         net, meta = load_checkpoint(path, device=device)
         if schedule is None:
             sched = meta.get("schedule") or {"kind": "edm", "params": {}}
@@ -287,7 +288,3 @@ class NeuralDenoiser:
         return cls(net, schedule, Normalisation.from_dict(meta["normalisation"]),
                    residual=bool(pre.get("residual", True)), sigma_min=float(pre.get("sigma_min", 1e-3)),
                    sigma_max=float(pre.get("sigma_max", 100.0)), dtype=dtype, compile=compile, meta=meta, cuda_graphs=cuda_graphs)
-
-
-def build_network(config: UNetConfig) -> SphereUNet:
-    return SphereUNet(config)

@@ -1,4 +1,10 @@
-r"""Training of the neural conditional denoiser (EDM loss) on trajectories of normalised fields.
+r"""Training of the neural denoisers (EDM loss): one loop, :func:`fit`, for every network kind.
+
+A :class:`TrainTask` supplies the network, the loss of one batch and the checkpoint's metadata;
+``kind=sphere-unet`` (:class:`EmulatorTask`, below) is the gridded emulator, ``kind=window-mlp``
+(:class:`pipeline.smoothers.train_window.WindowTask`) the smoother's window prior on a twin trajectory.
+The rest of this docstring describes the emulator's samples and options; determinism, resumption and
+data parallelism hold for both.
 
 Samples. From trajectories ``z`` ``[T, C, H, W]`` (normalised), sample ``i`` is the condition
 ``z[i-K+1 .. i]`` ``[K, C, H, W]`` and the target ``z[i+1]`` ``[C, H, W]``.
@@ -50,7 +56,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -63,15 +69,18 @@ from .network_checkpoint import GridLayout, make_meta, save_checkpoint
 from .neural import NeuralDenoiser
 from .normalisation import Normalisation
 from .unet import SphereUNet, UNetConfig
+from .window_mlp import WindowMLP, WindowMLPConfig
 
 Progress = Callable[[int, int, dict[str, float]], None]
 TRAIN_STATE = "training.pt"
+KINDS = ("sphere-unet", "window-mlp")
 
 
 @dataclass
 class TrainOptions:
-    """Hyper-parameters of :func:`train` (``diffda train --set key=value``)."""
+    """Hyper-parameters of :func:`fit` (``diffda train --set key=value``)."""
 
+    kind: str = "sphere-unet"  # the network: sphere-unet (gridded emulator) | window-mlp (the smoother's window prior)
     steps: int = 2000
     batch_size: int = 8
     lr: float = 3e-4
@@ -86,6 +95,9 @@ class TrainOptions:
     emb: int = 64
     pole: str = "roll"
     history: int = 2
+    window_half_width: int = 2  # window-mlp: k, windows of 2k+1 states
+    hidden: int = 256  # window-mlp: units per layer
+    depth: int = 3  # window-mlp: residual blocks
     # diffusion
     residual: bool = True
     p_mean: float = -1.2
@@ -129,6 +141,11 @@ class TrainOptions:
             (self.amp in ("auto", "bf16", "off"), "amp must be auto, bf16 or off"),
             (self.pole in ("roll", "reflect", "zero"), "pole must be roll, reflect or zero"),
             (self.base >= 4 and len(self.mults) >= 1, "base must be >= 4 and mults non-empty"),
+            (self.kind in KINDS, f"kind must be one of {', '.join(KINDS)} (got {self.kind!r})"),
+            (self.window_half_width >= 0, "window_half_width (k) must be >= 0"),
+            (self.hidden >= 1 and self.depth >= 1, "hidden and depth must be >= 1"),
+            (self.kind == "sphere-unet" or (self.cond_noise == 0 and self.rollout_fraction == 0),
+             f"cond_noise and rollout_fraction train a conditional emulator; kind={self.kind} has no condition"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -177,11 +194,12 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def init_network(config: UNetConfig, seed: int) -> SphereUNet:
-    """A network initialised from ``seed`` (the global RNG is forked, then restored)."""
+def init_network(config: UNetConfig | WindowMLPConfig, seed: int) -> nn.Module:
+    """A :class:`SphereUNet` (or, for a :class:`WindowMLPConfig`, a :class:`WindowMLP`) initialised from
+    ``seed`` (the global RNG is forked, then restored)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return SphereUNet(config)
+        return WindowMLP(config) if isinstance(config, WindowMLPConfig) else SphereUNet(config)
 
 
 class SampleIndex:
@@ -266,7 +284,7 @@ def learning_rate(step: int, opts: TrainOptions) -> float:
 
 def edm_loss(denoiser: NeuralDenoiser, cond: Tensor, target: Tensor, sigma: Tensor, eps: Tensor) -> Tensor:
     """``mean(lambda(sigma) (D(z + sigma eps, sigma; c) - z)²)``, ``lambda = 1 / c_out²``."""
-    z_sigma = target + sigma[:, None, None, None] * eps
+    z_sigma = target + sigma.reshape(-1, *[1] * (target.ndim - 1)) * eps
     d = denoiser.edm(z_sigma, sigma, cond)
     _, c_out, _, _ = denoiser.coefficients(sigma, target)
     return ((d - target) ** 2 / c_out**2).mean()
@@ -313,37 +331,102 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+class TrainTask(Protocol):
+    """What :func:`fit` trains: a network kind, its batches and loss, its checkpoint metadata."""
+
+    kind: str  # architecture.kind of the checkpoint
+    architecture: dict  # checked when resuming (training.pt) and fine-tuning (init)
+
+    def network(self, seed: int) -> nn.Module:
+        """A fresh network initialised from ``seed``."""
+        ...
+
+    def bind(self, model: nn.Module, device: torch.device) -> None:
+        """Prepare the loss around ``model`` (the network, DDP-wrapped under several ranks)."""
+        ...
+
+    def loss(self, g: torch.Generator, device: torch.device) -> Tensor:
+        """The loss of one batch, every random draw from ``g``."""
+        ...
+
+    def meta(self, step: int, training: dict) -> dict:
+        """``meta.json`` of the checkpoint at ``step``."""
+        ...
+
+
+class EmulatorTask:
+    """The gridded emulator (``kind=sphere-unet``): :class:`SphereUNet` on ``[T, C, H, W]`` trajectories."""
+
+    kind = "sphere-unet"
+
+    def __init__(self, trajectories: Sequence[Tensor] | Tensor, layout: GridLayout, normalisation: Normalisation,
+                 opts: TrainOptions):
+        self.trajs = [trajectories] if isinstance(trajectories, Tensor) else list(trajectories)
+        if any(z.shape[1:] != self.trajs[0].shape[1:] for z in self.trajs):
+            raise DiffdaError("all trajectories must share [C, H, W]")
+        self.layout, self.normalisation, self.opts = layout, normalisation, opts
+        self.config = opts.network_config(self.trajs[0].shape[1])
+        self.architecture = self.config.to_dict()
+
+    def network(self, seed: int) -> nn.Module:
+        return init_network(self.config, seed)
+
+    def bind(self, model: nn.Module, device: torch.device) -> None:
+        opts = self.opts
+        self.samples = SampleIndex([z.to(device=device, dtype=torch.float32) for z in self.trajs], opts.history)
+        self.denoiser = NeuralDenoiser(model, None, self.normalisation, residual=opts.residual,  # type: ignore[arg-type]
+                                       sigma_min=opts.sigma_min, sigma_max=opts.sigma_max,
+                                       dtype=_autocast_dtype(opts, device), compile=opts.compile)
+
+    def loss(self, g: torch.Generator, device: torch.device) -> Tensor:
+        opts = self.opts
+        rows = torch.randint(len(self.samples), (opts.batch_size,), generator=g)
+        cond, target = self.samples.batch(rows)
+        if opts.rollout_fraction > 0:
+            cond = _pushforward(self.denoiser, self.samples, rows, cond, opts, g)
+        cond = perturb_conditions(cond, opts, g)
+        sigma = sample_sigma(opts.batch_size, opts, g).to(device)
+        eps = torch.randn(target.shape, generator=g).to(device)
+        return edm_loss(self.denoiser, cond, target, sigma, eps)
+
+    def meta(self, step: int, training: dict) -> dict:
+        opts = self.opts
+        return make_meta(self.config, self.layout, self.normalisation, step=step, training=training,
+                         residual=opts.residual, sigma_min=opts.sigma_min, sigma_max=opts.sigma_max)
+
+
 def train(trajectories: Sequence[Tensor] | Tensor, layout: GridLayout, normalisation: Normalisation,
           out_dir: str | Path, options: TrainOptions | None = None, progress: Progress | None = None,
           stop_at: int | None = None) -> TrainResult:
-    """Train on normalised ``[T, C, H, W]`` trajectories; write checkpoints to ``out_dir``.
+    """Train the emulator on normalised ``[T, C, H, W]`` trajectories (:func:`fit` of an :class:`EmulatorTask`)."""
+    opts = options or TrainOptions()
+    return fit(EmulatorTask(trajectories, layout, normalisation, opts), out_dir, opts, progress, stop_at)
+
+
+def fit(task: TrainTask, out_dir: str | Path, opts: TrainOptions, progress: Progress | None = None,
+        stop_at: int | None = None) -> TrainResult:
+    """The training loop of every network kind; writes checkpoints to ``out_dir``.
 
     Resumes from ``out_dir/training.pt`` when present and ``options.resume``. ``stop_at`` ends
     the run early at that step (after checkpointing it), as a preemption would: the learning-rate
     schedule still runs to ``options.steps``.
     """
-    opts = options or TrainOptions()
     out = Path(out_dir)
-    trajs = [trajectories] if isinstance(trajectories, Tensor) else list(trajectories)
-    channels = trajs[0].shape[1]
-    if any(z.shape[1:] != trajs[0].shape[1:] for z in trajs):
-        raise DiffdaError("all trajectories must share [C, H, W]")
     rank, world = _rank_world()
     device = pick_device(opts.device)
     if opts.threads and device.type == "cpu":
         torch.set_num_threads(opts.threads)
-    config = opts.network_config(channels)
-    net = init_network(config, opts.seed).to(device)
+    net = task.network(opts.seed).to(device)
     ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
     optimiser = torch.optim.AdamW(net.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     step = 0
     state_path = out / TRAIN_STATE
     if opts.resume and state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
-        saved = state.get("architecture")
-        if saved is not None and saved != config.to_dict():
-            raise DiffdaError(f"{state_path} was trained with architecture {saved}, not {config.to_dict()}; "
-                              "use another --out or --set resume=false to start afresh")
+        saved = (state.get("kind", "sphere-unet"), state.get("architecture", task.architecture))
+        if saved != (task.kind, task.architecture):
+            raise DiffdaError(f"{state_path} was trained with a {saved[0]} of architecture {saved[1]}, not a "
+                              f"{task.kind} of {task.architecture}; use another --out or --set resume=false to start afresh")
         net.load_state_dict(state["model"])
         ema = {k: v.to(device) for k, v in state["ema"].items()}
         optimiser.load_state_dict(state["optimizer"])
@@ -351,10 +434,11 @@ def train(trajectories: Sequence[Tensor] | Tensor, layout: GridLayout, normalisa
     elif opts.init:
         from .network_checkpoint import load_checkpoint
 
-        start_net, _ = load_checkpoint(opts.init, device=device)
-        if start_net.config.to_dict() != config.to_dict():
-            raise DiffdaError(f"init={opts.init} has architecture {start_net.config.to_dict()}, not "
-                              f"{config.to_dict()}; set the same base/mults/blocks/emb/history")
+        start_net, start_meta = load_checkpoint(opts.init, device=device)
+        arch = dict(start_meta["architecture"])
+        if arch.pop("kind", "sphere-unet") != task.kind or arch != task.architecture:
+            raise DiffdaError(f"init={opts.init} has architecture {start_meta['architecture']}, not "
+                              f"{task.architecture} ({task.kind}); set the same architecture options")
         net.load_state_dict(start_net.state_dict())
         ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
     model: nn.Module = net
@@ -362,11 +446,7 @@ def train(trajectories: Sequence[Tensor] | Tensor, layout: GridLayout, normalisa
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
-    samples = SampleIndex([z.to(device=device, dtype=torch.float32) for z in trajs], opts.history)
-    denoiser = NeuralDenoiser(model, None, normalisation, residual=opts.residual,  # type: ignore[arg-type]
-                              sigma_min=opts.sigma_min, sigma_max=opts.sigma_max,
-                              dtype=_autocast_dtype(opts, device), compile=opts.compile)
-    meta_extra = dict(residual=opts.residual, sigma_min=opts.sigma_min, sigma_max=opts.sigma_max)
+    task.bind(model, device)
     result = TrainResult(step=step)
     end = opts.steps if stop_at is None else min(stop_at, opts.steps)
     start = time.perf_counter()
@@ -374,17 +454,10 @@ def train(trajectories: Sequence[Tensor] | Tensor, layout: GridLayout, normalisa
     while step < end:
         tic = time.perf_counter()
         g = rng.generator(opts.seed, step, rank, "train")
-        rows = torch.randint(len(samples), (opts.batch_size,), generator=g)
-        cond, target = samples.batch(rows)
-        if opts.rollout_fraction > 0:
-            cond = _pushforward(denoiser, samples, rows, cond, opts, g)
-        cond = perturb_conditions(cond, opts, g)
-        sigma = sample_sigma(opts.batch_size, opts, g).to(device)
-        eps = torch.randn(target.shape, generator=g).to(device)
         lr = learning_rate(step, opts)
         for group in optimiser.param_groups:
             group["lr"] = lr
-        loss = edm_loss(denoiser, cond, target, sigma, eps)
+        loss = task.loss(g, device)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         if opts.grad_clip > 0:
@@ -406,10 +479,9 @@ def train(trajectories: Sequence[Tensor] | Tensor, layout: GridLayout, normalisa
             if rank == 0:
                 out.mkdir(parents=True, exist_ok=True)
                 state = {"step": step, "model": net.state_dict(), "ema": ema, "optimizer": optimiser.state_dict(),
-                         "architecture": config.to_dict(), "options": opts.to_dict()}
+                         "kind": task.kind, "architecture": task.architecture, "options": opts.to_dict()}
                 write_file(state_path, lambda p: torch.save(state, p))
-                meta = make_meta(config, layout, normalisation, step=step,
-                                 training={"options": opts.to_dict(), "world_size": world}, **meta_extra)
+                meta = task.meta(step, {"options": opts.to_dict(), "world_size": world})
                 save_checkpoint(out, net, meta, state_dict=ema)
             if world > 1:
                 dist.barrier()
@@ -436,6 +508,21 @@ def _check_ranks_agree(net: torch.nn.Module, device: torch.device) -> None:
                           f"{hi.tolist()}): a rank trained on its own; check that all ranks joined one process group")
 
 
+def _refuse_twin(store_path: str | Path) -> None:
+    """A twin store trains the smoother's window network only: say so, naming ``kind``."""
+    import zarr
+
+    from .store import resolve_store
+
+    try:
+        preset = zarr.open_group(str(resolve_store(store_path)), mode="r").attrs.get("preset")
+    except (OSError, ValueError):  # not a Zarr group (zarr's errors are ValueErrors): the store reader reports it
+        return
+    if preset in ("linear", "lorenz63", "lorenz96"):
+        raise DiffdaError(f"{store_path} holds a {preset} twin trajectory, not gridded fields: train the "
+                          f"smoother's window network on it with --set kind=window-mlp (and window_half_width=k)")
+
+
 def read_store(store_path: str | Path, variables: Sequence[str] | None = None,
                levels: Sequence[float] | None = None) -> tuple[Tensor, GridLayout]:
     """Physical ``[T, C, H, W]`` and layout: the data plane's ERA5 reader when present, else :mod:`.store`."""
@@ -452,6 +539,11 @@ def train_from_store(store_path: str | Path, out_dir: str | Path, options: Train
     from .skill import forecast_skill
 
     opts = options if isinstance(options, TrainOptions) else TrainOptions.from_dict(dict(options or {}))
+    if opts.kind == "window-mlp":
+        from ..smoothers.train_window import train_window_from_store
+
+        return train_window_from_store(store_path, out_dir, opts, progress=progress, stop_at=stop_at)
+    _refuse_twin(store_path)
     data, layout = read_store(store_path, opts.variables, opts.levels)
     n_val = int(round(opts.val_fraction * data.shape[0]))
     train_part, val_part = data[: data.shape[0] - n_val], data[data.shape[0] - n_val:]

@@ -1,0 +1,126 @@
+r"""The trained window denoiser (``model=neural`` in ``diffda smooth``): EDM preconditioning around :class:`WindowMLP`.
+
+The window ``x`` ``[W, D]`` of ``W = 2k+1`` consecutive twin states is in physical units (the smoother's
+space: observations and operators act on it); ``mu`` and ``s`` ``[D]`` are the per-component mean and std of
+the training trajectory, the same at every position of the window (the chain is stationary). With
+``x_sigma = x + sigma eps`` and ``sigma = sigma_t / alpha_t`` (any schedule: ``d(x_t, t) = D(x_t / alpha_t,
+sigma_t / alpha_t)``), per component and broadcast over the window,
+
+    c_skip = s² / (sigma² + s²),   c_out = sigma s / sqrt(sigma² + s²),   c_in = 1 / sqrt(sigma² + s²),
+    c_noise = log(clamp(sigma / s_bar, sigma_min, sigma_max)) / 4,   s_bar = sqrt(mean(s²)),
+    D(x_sigma, sigma) = mu + c_skip (x_sigma - mu) + c_out F(c_in (x_sigma - mu), c_noise).
+
+With ``F = 0`` (the network at initialisation) ``D`` is the exact posterior mean under the independent prior
+``N(mu, diag(s²))``; training teaches ``F`` the rest (the correlations across the window and between
+components, the attractor's shape). Noise levels are in units of ``s_bar``: training draws ``sigma / s_bar``
+from EDM's distribution for unit-variance data (:mod:`.train_window`). ``variance``: ``c_out²``, the
+posterior variance of that independent prior (MMPS ``covariance=diagonal``); ``covariance=jacobian``
+differentiates through the network.
+
+Shapes: ``x_t`` ``[B, W, D]``, ``t`` scalar or ``[B]``, condition ignored (``[B, 0]``); result ``[B, W, D]``.
+Checkpoint (:mod:`pipeline.models.network_checkpoint`): ``architecture.kind = "window-mlp"``, ``window``
+(``half_width`` k, ``width`` W, ``dim`` D), ``normalisation`` (``mean``, ``std``), ``system`` (the twin's
+preset and dynamics keys, :func:`pipeline.data.twins.system_of`); :func:`check_meta` refuses one whose
+width, dimension or system differ from the run, before the weights are read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .. import __version__
+from ..config import ConfigError
+from ..diffusion.denoiser import expand_time
+from ..diffusion.schedules import Schedule
+from ..errors import InputError
+from ..models.network_checkpoint import FORMAT, load_checkpoint, read_meta
+from ..models.window_mlp import WindowMLPConfig
+
+KIND = "window-mlp"
+
+
+class NeuralWindowDenoiser:
+    """``E[x | x_t]`` of a window from a trained :class:`WindowMLP`; the Denoiser protocol."""
+
+    def __init__(self, net: nn.Module, schedule: Schedule, mean: Tensor, std: Tensor, k: int,
+                 sigma_min: float = 1e-3, sigma_max: float = 100.0):
+        self.net, self.schedule, self.k = net, schedule, k
+        self.width, self.dim = 2 * k + 1, mean.shape[0]
+        self.mean, self.std = mean.double(), std.double()  # mu, s [D]
+        self.s_bar = float((self.std**2).mean().sqrt())
+        self.sigma_min, self.sigma_max = sigma_min, sigma_max
+
+    def __call__(self, x_t: Tensor, t: Tensor, condition: Tensor | None = None) -> Tensor:
+        """``D(x_t / alpha_t, sigma_t / alpha_t)``: ``[B, W, D]``."""
+        t = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device)
+        alpha, sigma_t = self.schedule(expand_time(t, x_t))
+        sigma = (sigma_t / alpha).expand(x_t.shape[0], *([1] * (x_t.ndim - 1)))
+        return self.edm(x_t / alpha, sigma.reshape(x_t.shape[0]), condition)
+
+    def variance(self, x_t: Tensor, t: Tensor) -> Tensor:
+        """``c_out² = s² sigma² / (s² + sigma²)`` ``[B, 1, D]``, ``sigma = sigma_t / alpha_t``."""
+        alpha, sigma_t = self.schedule(expand_time(torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device), x_t))
+        _, c_out, _, _ = self.coefficients((sigma_t / alpha).reshape(-1).expand(x_t.shape[0]), x_t)
+        return c_out**2
+
+    def coefficients(self, sigma: Tensor, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(c_skip, c_out, c_in)`` ``[B, 1, D]`` and ``c_noise`` ``[B]`` for ``sigma`` ``[B]``."""
+        s = self.std.to(like)[None, None]
+        sig = sigma.to(like.dtype).reshape(-1, 1, 1)
+        var = sig**2 + s**2
+        c_noise = (sigma.to(like.dtype) / self.s_bar).clamp(self.sigma_min, self.sigma_max).log() / 4
+        return s**2 / var, sig * s / var.sqrt(), 1 / var.sqrt(), c_noise
+
+    def edm(self, x_sigma: Tensor, sigma: Tensor, condition: Tensor | None = None) -> Tensor:
+        """``D(x + sigma eps, sigma)`` with ``x_sigma`` ``[B, W, D]``, ``sigma`` ``[B]``."""
+        mu = self.mean.to(x_sigma)[None, None]
+        c_skip, c_out, c_in, c_noise = self.coefficients(sigma.expand(x_sigma.shape[0]), x_sigma)
+        p = next(self.net.parameters())
+        f = self.net((c_in * (x_sigma - mu)).to(p.dtype), c_noise.to(p.dtype)).to(x_sigma.dtype)
+        return mu + c_skip * (x_sigma - mu) + c_out * f
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, schedule: Schedule, k: int, system: dict) -> "NeuralWindowDenoiser":
+        """Load ``path`` after :func:`check_meta` against the run (``k``, ``system`` with its ``dim``)."""
+        meta = read_meta(path, kind=KIND)
+        check_meta(meta, path, k, system)
+        net, meta = load_checkpoint(path)
+        norm, pre = meta["normalisation"], meta["preconditioning"]
+        return cls(net, schedule, torch.tensor(norm["mean"]), torch.tensor(norm["std"]), k,
+                   float(pre["sigma_min"]), float(pre["sigma_max"]))
+
+
+def make_meta(config: WindowMLPConfig, k: int, mean: Tensor, std: Tensor, system: dict, *, step: int = 0,
+              sigma_min: float = 1e-3, sigma_max: float = 100.0, training: dict | None = None) -> dict:
+    """The ``meta.json`` dictionary of a window network (plain JSON types)."""
+    return {
+        "format": FORMAT,
+        "software": {"diffda": __version__, "torch": torch.__version__},
+        "architecture": {"kind": KIND, **config.to_dict()},
+        "window": {"half_width": k, "width": 2 * k + 1, "dim": config.dim},
+        "normalisation": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+        "system": dict(system),
+        "preconditioning": {"sigma_min": sigma_min, "sigma_max": sigma_max},
+        "training": {"step": step, **(training or {})},
+    }
+
+
+def check_meta(meta: dict, path: str | Path, k: int, system: dict) -> None:
+    """Refuse a window network of another width (``smoother.window_half_width``), dimension or system."""
+    window, trained = meta["window"], meta["system"]
+    if window["width"] != 2 * k + 1:
+        raise ConfigError(f"model.checkpoint={path} spans {window['width']} states (k = {window['half_width']}) but "
+                          f"smoother.window_half_width={k} needs 2k+1 = {2 * k + 1}; set "
+                          f"smoother.window_half_width={window['half_width']} or train one with "
+                          f"`diffda train --set kind=window-mlp --set window_half_width={k}`")
+    if window["dim"] != system["dim"]:
+        raise InputError(f"model.checkpoint={path} models states of {window['dim']} components but the data's "
+                         f"state 'x' has {system['dim']} (the {system['preset']} preset's dim)")
+    differ = [f"{key}={trained.get(key)!r} (data: {value!r})" for key, value in system.items() if trained.get(key) != value]
+    if differ:
+        raise InputError(f"model.checkpoint={path} was trained on another system than the data's: "
+                         f"{', '.join(differ)}; train it on a trajectory of this system (diffda make-data "
+                         f"{system['preset']} with the same keys)")

@@ -72,7 +72,8 @@ class ModelConfig(Section):
     kind: Literal["gaussian", "kde", "neural"] = "gaussian"
     archive: int = Field(4096, ge=16, description="KDE: number of (x^k, x^{k+1}) pairs in the archive")
     bandwidth: float | None = Field(None, gt=0.0, description="KDE: bandwidth factor; None = Scott's rule")
-    checkpoint: Path | None = Field(None, description="neural: checkpoint directory")
+    checkpoint: Path | None = Field(None, description="neural: checkpoint directory (gridded emulator; on a twin, "
+                                    "diffda smooth's window network)")
 
 
 class FilterConfig(Section):
@@ -169,8 +170,9 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
-        if self.model.kind == "neural" and self.data.preset not in ("sphere", "era5"):
-            raise ValueError("model=neural needs gridded data: set data.preset=sphere or era5")
+        if self.model.kind == "neural" and self.data.preset not in ("sphere", "era5") and self.model.checkpoint is None:
+            raise ValueError(f"model=neural on a twin (data.preset={self.data.preset}) is diffda smooth's trained "
+                             f"window prior: set model.checkpoint=DIR (diffda train --set kind=window-mlp)")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -53,7 +53,9 @@ ARCHIVE_CHAINS = 64  # model=kde: the archive windows are cut from this many ind
 
 def window_denoiser(cfg: Config, preset: str, params: dict, dim: int) -> Denoiser:
     """The configured window denoiser over ``2k+1`` states: ``model=gaussian`` (the linear twin's
-    exact window) or ``model=kde`` (``model.archive`` windows, at least, cut from ``ARCHIVE_CHAINS`` runs of the twin, :mod:`.kde`)."""
+    exact window), ``model=kde`` (``model.archive`` windows, at least, cut from ``ARCHIVE_CHAINS`` runs of
+    the twin, :mod:`.kde`) or ``model=neural`` (the window network in ``model.checkpoint``, :mod:`.neural`;
+    refused before its weights are read when its width, dimension or system differ from the run's)."""
     k = cfg.smoother.window_half_width
     schedule = make_schedule(cfg.schedule.kind, **cfg.schedule.params)
     if cfg.model.kind == "gaussian":
@@ -73,7 +75,17 @@ def window_denoiser(cfg: Config, preset: str, params: dict, dim: int) -> Denoise
         chains = min(ARCHIVE_CHAINS, cfg.model.archive)  # independent of the truth, integrated as one batch
         archive = simulate_chains(preset, params, chains, -(-cfg.model.archive // chains) + 2 * k - 1, g)
         return KDEWindowDenoiser.from_trajectory(schedule, archive, k, cfg.model.bandwidth)
-    raise ConfigError(f"model={cfg.model.kind}: diffda smooth takes model=gaussian or model=kde")
+    if cfg.model.kind == "neural":
+        from ..data.twins import system_of
+        from .neural import NeuralWindowDenoiser
+
+        if cfg.guidance.method == "mmps" and cfg.guidance.covariance == "jacobian":
+            raise ConfigError("model=neural: guidance=mmps with guidance.covariance=jacobian is refused: a trained "
+                              "network's Jacobian is no covariance at high noise (asymmetric, indefinite, 50x off "
+                              "at t = 1 on the linear twin) and the conjugate gradients diverge on it; set "
+                              "guidance=sda (the SDA seed's choice) or guidance.covariance=diagonal")
+        return NeuralWindowDenoiser.from_checkpoint(cfg.model.checkpoint, schedule, k, system_of(preset, params))
+    raise ConfigError(f"model={cfg.model.kind}: diffda smooth takes model=gaussian, kde or neural")
 
 
 def check_length(k: int, length: int) -> None:
@@ -144,12 +156,10 @@ def smooth_window(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None 
                           f"got data.preset={cfg.data.preset}")
     cfg_twin = cfg.model_copy(update={"model": cfg.model.model_copy(update={"kind": "gaussian"})})
     problem = load_twin(cfg_twin, data_dir, torch.device("cpu"), torch.float64)  # refuses missing times
-    from ..data.twins import twin_params
+    from ..data.twins import params_of
 
     attrs = problem.attrs
-    params = twin_params(problem.attrs["preset"], {k: attrs[k] for k in attrs
-                                                    if k not in ("preset", "cycle_hours", "dim") or
-                                                    (k == "dim" and attrs["preset"] != "lorenz63")})
+    params = params_of(attrs)
     length, dim = problem.n_cycles, problem.state_shape[0]
     k, n_total = cfg.smoother.window_half_width, cfg.smoother.samples
     check_length(k, length)  # before building the denoiser (the KDE simulates an archive)

@@ -1,6 +1,7 @@
 """The KDE window denoiser (closed form against the mixture written out), the KDE smoother and the
-bootstrap particle smoother (FFBSi) against the RTS oracle on a small linear twin."""
+bootstrap particle smoother (FFBSi) against the RTS oracle on a small linear twin; the twins bench at toy sizes."""
 
+import pytest
 import torch
 
 from pipeline.data.twins import simulate_chains, twin_params
@@ -98,3 +99,33 @@ def test_configured_kde_window_denoiser_cuts_the_archive_from_chains():
     assert (den.width, den.dim) == (3, 3)
     assert 200 <= den.windows.shape[0] < 200 + ARCHIVE_CHAINS
     assert float(den.windows[:, 2::3].mean()) > 10  # on the attractor (z ~ 24), not at the start
+
+
+def test_mirrored_rmse_aligns_each_trajectory_to_the_truths_lobe():
+    """A trajectory and its mirror image (x, y, z) -> (-x, -y, z): their mean sits on the z axis (RMSE the
+    rms of x and y over the three components), aligned both are the truth (RMSE 0)."""
+    from pipeline.smoothers.bench_twins import mirrored_rmse, window_scores
+
+    truth = torch.tensor([[3.0, 4.0, 20.0], [6.0, 8.0, 25.0]], dtype=torch.float64)
+    samples = torch.stack([truth, truth * torch.tensor([-1.0, -1.0, 1.0], dtype=torch.float64)])
+    plain, _ = window_scores(samples.mean(0), samples.var(0), truth)
+    assert plain == pytest.approx(float((((truth[:, :2]) ** 2).sum(-1) / 3).sqrt().mean()))
+    assert mirrored_rmse(samples, truth, (-1.0, -1.0, 1.0)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_bench_smoother_twins_runs_every_row(tmp_path):
+    """``diffda bench smoother-twins`` at toy sizes on the symmetric case: the window network is trained,
+    then loaded by a second run; every method gives its row, the sample-based ones a mirrored RMSE."""
+    from pipeline.smoothers.bench_twins import run_twins_bench
+
+    args = (tmp_path, ["l63-abs"], 7, 5, 1, 4, 500, 5, 300, ["model.archive=256", "sampler.steps=8",
+                                                            "sampler.corrections=0"])
+    body, rows = run_twins_bench(*args)
+    methods = [r["method"] for r in rows]
+    assert methods == ["smoother (KDE)", "smoother (network)", "bootstrap PF filter", "bootstrap PF smoother (FFBSi)",
+                       "ETKF (spun up)"]
+    assert all(r["rmse"] > 0 for r in rows) and "RMSE mirrored" in body
+    assert [r["mirrored"] is not None for r in rows] == [True, True, False, True, False]
+    assert "5 steps on 300 cycles" in rows[1]["setting"]
+    _, again = run_twins_bench(*args)
+    assert again[1]["setting"].endswith("loaded (5 steps on 300 cycles)") and again[1]["rmse"] == rows[1]["rmse"]

@@ -112,13 +112,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     sm.add_argument("--data", type=Path, default=Path("data/linear-smooth"))
     _add_overrides(sm)
     sm.set_defaults(func=smoother_bench)
-    st = bsub.add_parser("smoother-twins", help="the KDE smoother against filters and a particle smoother (L63, L96)")
+    st = bsub.add_parser("smoother-twins", help="the KDE and network smoothers against filters and a particle smoother (L63, L96)")
     st.add_argument("--cases", default="l63-x1,l63-abs,l96", help="comma-separated: l63-x1, l63-abs, l96")
     st.add_argument("--length", type=int, default=20, help="observation times in the window")
     st.add_argument("--start", type=int, default=50, help="cycles before the window")
     st.add_argument("--k", type=int, default=2, help="window half-width")
     st.add_argument("--samples", type=int, default=32)
     st.add_argument("--particles", type=int, default=20000, help="bootstrap PF reference (Lorenz-63)")
+    st.add_argument("--net-steps", type=int, default=4000, help="training steps of the window network")
+    st.add_argument("--train-cycles", type=int, default=40000, help="cycles of the run the network learns from")
     st.add_argument("--out", type=Path, default=Path("runs/bench-smoother-twins"))
     _add_overrides(st, "smoother config override, e.g. --set model.bandwidth=0.5")
     st.set_defaults(func=smoother_twins_bench)
@@ -313,7 +315,7 @@ def smoother_twins_bench(args: argparse.Namespace) -> int:
 
     apply_overrides({}, args.overrides)  # syntax check before any work
     body, _ = run_twins_bench(args.out, args.cases.split(","), args.length, args.start, args.k, args.samples,
-                              args.particles, args.overrides, log=_log)
+                              args.particles, args.net_steps, args.train_cycles, args.overrides, log=_log)
     return _publish(args.report, "smoother-twins", "Score-based smoother against filters (Lorenz-63, Lorenz-96)", body)
 
 

@@ -1,16 +1,27 @@
-r"""``diffda bench smoother-twins``: the KDE score smoother against filters on Lorenz-63 and Lorenz-96.
+r"""``diffda bench smoother-twins``: the score smoother (KDE and trained window network) against filters.
 
 For each case, one window of ``L`` observation times (``run.start``, ``run.cycles = L``) of a twin with
 model noise ``q``; every row scores the same window (RMSE and spread of the mean over its times):
 
-- ``smoother (KDE)``: ``diffda smooth`` with ``model=kde`` (``model.archive`` windows of ``2k+1``
-  states cut from independent runs, bandwidth factor ``model.bandwidth``), MMPS with the windows'
-  Jacobian, ``S`` samples; it sees the window's observations only, its prior is the climatology;
+- ``smoother (KDE)``: ``diffda smooth`` with ``model=kde`` (``model.archive`` windows of ``2k+1`` states
+  cut from independent runs, bandwidth factor ``model.bandwidth``);
+- ``smoother (network)``: ``diffda smooth`` with ``model=neural``, the window network of
+  :mod:`.train_window` trained (or, when its checkpoint is complete, loaded) in ``OUT/net-<preset>-k<k>``
+  on a run of ``train_cycles`` cycles of the case's chain (``diffda make-data`` with seed 1, in
+  ``OUT/train-<preset>``; cases of one system share it);
+- both smoothers with the same sampler and guidance (``SMOOTHER``), ``S`` samples; they see the window's
+  observations only, their prior is the climatology;
 - ``bootstrap PF filter`` and ``bootstrap PF smoother (FFBSi)`` (:mod:`.particle`, Lorenz-63 only:
-  ``N`` particles drawn from the climatology at the window start, ``M`` backward trajectories): the
-  reference filter and smoother on the same information as the score smoother;
-- ``ETKF (spun up)``: ``diffda run`` with ``filter.method=etkf`` from cycle 0 to the window's end,
-  scored over the window; it has seen ``run.start`` more cycles of observations than the smoothers.
+  ``N`` particles drawn from the climatology at the window start, ``M = 256`` backward trajectories): the
+  reference filter and smoother on the same information as the score smoothers;
+- ``ETKF (spun up)``: ``diffda run`` with ``filter.method=etkf`` from cycle 0 (initial ensemble around the
+  truth) to the window's end, scored over the window: it has seen ``run.start`` more cycles of observations.
+
+Symmetric cases (``MIRRORS``): Lorenz-63 observed through ``|x|`` cannot tell ``(x, y, z)`` from
+``(-x, -y, z)`` (the dynamics and the observations are invariant), so from the climatology the exact
+posterior is symmetric and the RMSE of its mean measures the symmetry, not the method. Those cases add
+``RMSE mirrored``: each sampled trajectory (or backward trajectory) replaced by its mirror image when that is
+closer to the truth over the window, then scored as above; what a method resolved up to the symmetry.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 CASES = {  # name -> (title, data overrides, smoother overrides, ETKF overrides)
     "l63-x1": ("Lorenz-63, x1 alone (identity)", ["data.preset=lorenz63",
@@ -32,18 +44,30 @@ CASES = {  # name -> (title, data overrides, smoother overrides, ETKF overrides)
             "data.params={dim: 40, stride: 2, r: 1.0, q: 0.1, cycles: 200}"], [],
             ["filter.particles=40", "filter.inflation=1.05"]),
 }
-SMOOTHER = ["model=kde", "model.archive=8192", "model.bandwidth=0.3", "guidance.method=mmps",
-            "guidance.covariance=jacobian", "smoother.jacobian=windows", "sampler.steps=32", "smoother.batch=8"]
+MIRRORS = {"l63-abs": (-1.0, -1.0, 1.0)}  # case -> the symmetry's signs per component
+SMOOTHER = ["guidance=sda", "guidance.gamma=0.01", "sampler.steps=256", "sampler.corrections=2", "smoother.batch=8"]
+KDE = ["model=kde", "model.archive=8192", "model.bandwidth=0.3"]
+NETWORK = dict(batch_size=256, lr=1e-3, hidden=256, depth=3, checkpoint_every=1000)  # with steps, window_half_width
 
 
-def window_scores(mean: torch.Tensor, var: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
+def window_scores(mean: Tensor, var: Tensor, truth: Tensor) -> tuple[float, float]:
     """Mean over the window's times of ``sqrt(mean_d (m - x)^2)`` and ``sqrt(mean_d var)``; ``[L, D]`` each."""
     return float(((mean - truth) ** 2).mean(-1).sqrt().mean()), float(var.mean(-1).sqrt().mean())
 
 
-def particle_reference(preset: str, params: dict, y: torch.Tensor, r: float, operator: str, particles: int,
+def mirrored_rmse(samples: Tensor, truth: Tensor, signs: tuple[float, ...]) -> float:
+    """:func:`window_scores`'s RMSE of the mean of ``samples`` ``[M, L, D]``, each trajectory replaced by its
+    mirror ``signs * x`` when that is closer to ``truth`` ``[L, D]`` over the window."""
+    mirror = samples * torch.tensor(signs, dtype=samples.dtype)
+    closer = ((mirror - truth) ** 2).sum((1, 2)) < ((samples - truth) ** 2).sum((1, 2))
+    aligned = torch.where(closer[:, None, None], mirror, samples)
+    return window_scores(aligned.mean(0), aligned.var(0), truth)[0]
+
+
+def particle_reference(preset: str, params: dict, y: Tensor, r: float, operator: str, particles: int,
                        draws: int, seed: int) -> dict:
-    """Bootstrap PF filter and FFBSi smoother of the window from the climatology: ``{name: (mean, var)}``."""
+    """Bootstrap PF filter ``(mean, var)`` and FFBSi smoother trajectories ``[M, L, D]`` of the window from
+    the climatology: ``{"filter": (mean, var), "smoother": trajectories}``."""
     from ..data.twins import dynamics_for, simulate_chains
     from .particle import backward_simulation, bootstrap_filter
 
@@ -53,19 +77,57 @@ def particle_reference(preset: str, params: dict, y: torch.Tensor, r: float, ope
     xs, logw = bootstrap_filter(m, y, r, operator, params["q"], x0, g)
     w = logw.exp()[..., None]
     fmean = (w * xs).sum(1)
-    trajectories = backward_simulation(m, xs, logw, params["q"], draws, g)
     return {"filter": (fmean, (w * (xs - fmean[:, None]) ** 2).sum(1)),
-            "smoother": (trajectories.mean(0), trajectories.var(0))}
+            "smoother": backward_simulation(m, xs, logw, params["q"], draws, g)}
+
+
+def window_network(out_root: Path, preset: str, params: dict, k: int, steps: int, cycles: int,
+                   log: Callable[[str], None]) -> tuple[Path, str]:
+    """The window network of the case's chain: trained in ``out_root/net-<preset>-k<k>`` on
+    ``out_root/train-<preset>`` (made when absent or of another system), or loaded when complete.
+    Returns the checkpoint and how it was obtained (for the table)."""
+    import json
+
+    import xarray as xr
+
+    from ..data.twins import make_twin, params_of, system_of
+    from ..errors import DiffdaError
+    from ..models.train import TrainOptions
+    from .train_window import train_window_from_store
+
+    system = system_of(preset, params)
+    data = out_root / f"train-{preset}"
+    if (data / "truth.zarr").exists():
+        have = params_of(dict(xr.open_zarr(data / "truth.zarr").attrs))
+        fresh = system_of(preset, have) != system or have["cycles"] != cycles
+    else:
+        fresh = True
+    if fresh:
+        t0 = time.perf_counter()
+        make_twin(preset, data, {**{key: v for key, v in system.items() if key != "preset"
+                                    and not (preset == "lorenz63" and key == "dim")}, "seed": 1, "cycles": cycles})
+        log(f"made {cycles} cycles of {preset} in {data} ({time.perf_counter() - t0:.0f} s)")
+    ckpt = out_root / f"net-{preset}-k{k}"
+    if (ckpt / "meta.json").exists() and json.loads((ckpt / "meta.json").read_text())["system"] != system:
+        raise DiffdaError(f"{ckpt} holds a window network of another system; remove it or choose another --out")
+    opts = TrainOptions(kind="window-mlp", window_half_width=k, steps=steps, val_fraction=0.05, **NETWORK)
+    summary = train_window_from_store(data, ckpt, opts)
+    denoising = summary["denoising"]
+    log(f"{ckpt}: step {summary['step']}, {summary['seconds']:.0f} s; held-out denoising RMSE network / "
+        f"independent prior at sigma/s_bar {denoising['sigma']}: {denoising['rmse_network']} / {denoising['rmse_independent']}")
+    how = (f"{steps} steps on {cycles} cycles, {summary['seconds']:.0f} s" if summary["seconds"] > 1
+           else f"loaded ({steps} steps on {cycles} cycles)")
+    return ckpt, how
 
 
 def run_twins_bench(out_root: Path, cases: list[str], length: int, start: int, k: int, samples: int,
-                    particles: int, overrides: list[str], log: Callable[[str], None] = lambda s: None
-                    ) -> tuple[str, list[dict]]:
+                    particles: int, net_steps: int, train_cycles: int, overrides: list[str],
+                    log: Callable[[str], None] = lambda s: None) -> tuple[str, list[dict]]:
     import xarray as xr
 
     from ..commands.run import ensure_data
     from ..config import load_config
-    from ..data.twins import twin_params
+    from ..data.twins import params_of
     from ..evaluate.report import markdown_table
     from ..problems import load_twin
     from ..run import assimilate
@@ -75,53 +137,63 @@ def run_twins_bench(out_root: Path, cases: list[str], length: int, start: int, k
     rows = []
     for case in cases:
         title, data, extra, etkf = CASES[case]
+        signs = MIRRORS.get(case)
         window = [*data, f"run.start={start}", f"run.cycles={length}", f"smoother.window_half_width={k}",
                   f"smoother.samples={samples}"]
-        cfg = load_config(overrides=[*window, *SMOOTHER, *extra, *overrides])
         data_dir = out_root / f"data-{case}"
-        ensure_data(cfg, data_dir)
-        twin = load_config(overrides=window)  # model=gaussian: no transition archive to build
-        p = load_twin(twin, data_dir, torch.device("cpu"), torch.float64)
-        preset, attrs = p.attrs["preset"], p.attrs
-        params = twin_params(preset, {a: attrs[a] for a in attrs if a not in ("preset", "cycle_hours", "dim")
-                                      or (a == "dim" and preset != "lorenz63")})
+        ensure_data(load_config(overrides=window), data_dir)
+        p = load_twin(load_config(overrides=window), data_dir, torch.device("cpu"), torch.float64)
+        preset, params = p.attrs["preset"], params_of(p.attrs)
         y, truth = p.obs_values, p.truth_values[1:length + 1]
 
-        def row(method: str, mean, var, seconds: float, setting: str) -> None:
+        def row(method: str, mean, var, seconds: float, setting: str, trajectories: Tensor | None = None) -> None:
             rmse, spread = window_scores(mean, var, truth)
-            rows.append(dict(case=case, title=title, method=method, rmse=rmse, spread=spread, seconds=seconds,
-                             setting=setting))
-            log(f"{case} {method}: RMSE {rmse:.3f} spread {spread:.3f} ({seconds:.1f} s)")
+            mirrored = mirrored_rmse(trajectories, truth, signs) if signs and trajectories is not None else None
+            rows.append(dict(case=case, title=title, method=method, rmse=rmse, spread=spread, mirrored=mirrored,
+                             seconds=seconds, setting=setting))
+            log(f"{case} {method}: RMSE {rmse:.3f} spread {spread:.3f}"
+                + (f" mirrored {mirrored:.3f}" if mirrored is not None else "") + f" ({seconds:.1f} s)")
 
-        t0 = time.perf_counter()
-        den = window_denoiser(cfg, preset, params, p.state_shape[0])
-        x, _ = smooth(den, y, p.noise_variance, p.operator, spec_of(cfg), cfg.run.seed, range(samples))
-        row("smoother (KDE)", x.mean(0), x.var(0), time.perf_counter() - t0,
-            f"k={k}, S={samples}, archive {cfg.model.archive}, bandwidth {cfg.model.bandwidth}")
+        ckpt, how = window_network(out_root, preset, params, k, net_steps, train_cycles, log)
+        for name, model, setting in (
+                ("smoother (KDE)", KDE, "archive 8192 windows, bandwidth 0.3"),
+                ("smoother (network)", ["model=neural", f"model.checkpoint={ckpt}"], f"MLP 256x3, {how}")):
+            cfg = load_config(overrides=[*window, *model, *SMOOTHER, *extra, *overrides])
+            t0 = time.perf_counter()
+            den = window_denoiser(cfg, preset, params, p.state_shape[0])
+            x, _ = smooth(den, y, p.noise_variance, p.operator, spec_of(cfg), cfg.run.seed, range(samples))
+            row(name, x.mean(0), x.var(0), time.perf_counter() - t0, f"k={k}, S={samples}, {setting}", x)
         if preset == "lorenz63":
             t0 = time.perf_counter()
             ref = particle_reference(preset, params, y, p.noise_variance, p.operator, particles, 256, cfg.run.seed)
             seconds = time.perf_counter() - t0
             row("bootstrap PF filter", *ref["filter"], seconds, f"N={particles}, from the climatology")
-            row("bootstrap PF smoother (FFBSi)", *ref["smoother"], seconds, f"N={particles}, M=256")
+            tr = ref["smoother"]
+            row("bootstrap PF smoother (FFBSi)", tr.mean(0), tr.var(0), seconds, f"N={particles}, M=256", tr)
         t0 = time.perf_counter()
         run_cfg = load_config(overrides=[*data, "filter.method=etkf", f"run.cycles={start + length}", *etkf])
         assimilate(run_cfg, data_dir, out_root / f"etkf-{case}", fresh=True)
         ds = xr.open_zarr(out_root / f"etkf-{case}" / "analysis.zarr")
         rmse_t, spread_t = ds["rmse_analysis"].values[-length:], ds["spread_analysis"].values[-length:]
         rows.append(dict(case=case, title=title, method="ETKF (spun up)", rmse=float(rmse_t.mean()),
-                         spread=float(spread_t.mean()), seconds=time.perf_counter() - t0,
-                         setting=" ".join(etkf) + f", from cycle 0"))
+                         spread=float(spread_t.mean()), mirrored=None, seconds=time.perf_counter() - t0,
+                         setting=" ".join(etkf) + ", from cycle 0"))
         log(f"{case} ETKF: RMSE {rows[-1]['rmse']:.3f}")
-    table = markdown_table(["case", "method", "setting", "RMSE", "spread", "seconds"],
-                           [[r["title"], r["method"], r["setting"], f"{r['rmse']:.3f}", f"{r['spread']:.3f}",
-                             f"{r['seconds']:.1f}"] for r in rows])
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    table = markdown_table(["case", "method", "setting", "RMSE", "RMSE mirrored", "spread", "seconds"],
+                           [[r["title"], r["method"], r["setting"], f"{r['rmse']:.3f}", fmt(r["mirrored"]),
+                             f"{r['spread']:.3f}", f"{r['seconds']:.1f}"] for r in rows])
     body = (f"One window of L = {length} observation times (cycles {start + 1}..{start + length}) per case, "
             f"model noise q = 0.1 per cycle, the truth and observations of `diffda make-data` (seed 0); "
             f"Lorenz-63 cycles of 0.25 time units (25 RK4 steps), noise variance 2; Lorenz-96 one RK4 step "
-            f"of 0.05, noise variance 1. Smoother: `diffda smooth` settings {' '.join(SMOOTHER)}, "
-            f"smoother.window_half_width={k}, smoother.samples={samples}; it and the bootstrap PF rows "
+            f"of 0.05, noise variance 1. Both smoothers: `diffda smooth` with {' '.join(SMOOTHER)}, "
+            f"smoother.window_half_width={k}, smoother.samples={samples}; KDE: {' '.join(KDE)}; network: "
+            f"`diffda train --set kind=window-mlp --set window_half_width={k} --set steps={net_steps}` "
+            f"(batch 256, lr 1e-3, 256 units x 3 blocks) on {train_cycles} cycles of the same chain (seed 1; "
+            f"seconds: the smoothing only, training in the setting). The smoothers and the bootstrap PF rows "
             f"see the window's observations only (prior: the climatology); the ETKF row has also seen the "
-            f"{start} cycles before the window. RMSE and spread: means over the window's times of the "
-            f"per-time RMSE of the mean and of the ensemble spread.\n\n{table}\n")
+            f"{start} cycles before the window and started around the truth. RMSE and spread: means over the "
+            f"window's times of the per-time RMSE of the mean and of the ensemble spread; RMSE mirrored: the "
+            f"same after mirroring each trajectory (x, y, z) -> (-x, -y, z) that is closer to the truth so "
+            f"(the |x| case's symmetry).\n\n{table}\n")
     return body, rows

@@ -126,6 +126,6 @@ def test_bench_smoother_twins_runs_every_row(tmp_path):
                        "ETKF (spun up)"]
     assert all(r["rmse"] > 0 for r in rows) and "RMSE mirrored" in body
     assert [r["mirrored"] is not None for r in rows] == [True, True, False, True, False]
-    assert "5 steps on 300 cycles" in rows[1]["setting"]
+    assert "MLP 256x3, 5 steps on 300 cycles" in rows[1]["setting"]
     _, again = run_twins_bench(*args)
-    assert again[1]["setting"].endswith("loaded (5 steps on 300 cycles)") and again[1]["rmse"] == rows[1]["rmse"]
+    assert again[1]["setting"].endswith("5 steps on 300 cycles, loaded") and again[1]["rmse"] == rows[1]["rmse"]

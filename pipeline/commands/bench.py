@@ -119,7 +119,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--k", type=int, default=2, help="window half-width")
     st.add_argument("--samples", type=int, default=32)
     st.add_argument("--particles", type=int, default=20000, help="bootstrap PF reference (Lorenz-63)")
-    st.add_argument("--net-steps", type=int, default=4000, help="training steps of the window network")
+    st.add_argument("--net-steps", type=int, default=0, help="training steps of the window network (0: the "
+                    "system's, 4000 for Lorenz-63, 12000 for Lorenz-96)")
     st.add_argument("--train-cycles", type=int, default=40000, help="cycles of the run the network learns from")
     st.add_argument("--out", type=Path, default=Path("runs/bench-smoother-twins"))
     _add_overrides(st, "smoother config override, e.g. --set model.bandwidth=0.5")

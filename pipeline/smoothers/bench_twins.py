@@ -47,7 +47,9 @@ CASES = {  # name -> (title, data overrides, smoother overrides, ETKF overrides)
 MIRRORS = {"l63-abs": (-1.0, -1.0, 1.0)}  # case -> the symmetry's signs per component
 SMOOTHER = ["guidance=sda", "guidance.gamma=0.01", "sampler.steps=256", "sampler.corrections=2", "smoother.batch=8"]
 KDE = ["model=kde", "model.archive=8192", "model.bandwidth=0.3"]
-NETWORK = dict(batch_size=256, lr=1e-3, hidden=256, depth=3, checkpoint_every=1000)  # with steps, window_half_width
+NETWORK = dict(batch_size=256, lr=1e-3, depth=3, checkpoint_every=1000)  # with window_half_width and, per system:
+NETWORKS = {"linear": dict(hidden=256, steps=4000), "lorenz63": dict(hidden=256, steps=4000),
+            "lorenz96": dict(hidden=512, steps=12000)}  # 40 components x 5 states: wider and longer
 
 
 def window_scores(mean: Tensor, var: Tensor, truth: Tensor) -> tuple[float, float]:
@@ -83,9 +85,9 @@ def particle_reference(preset: str, params: dict, y: Tensor, r: float, operator:
 
 def window_network(out_root: Path, preset: str, params: dict, k: int, steps: int, cycles: int,
                    log: Callable[[str], None]) -> tuple[Path, str]:
-    """The window network of the case's chain: trained in ``out_root/net-<preset>-k<k>`` on
-    ``out_root/train-<preset>`` (made when absent or of another system), or loaded when complete.
-    Returns the checkpoint and how it was obtained (for the table)."""
+    """The window network of the case's chain (``NETWORKS[preset]``, ``steps`` if not 0): trained in
+    ``out_root/net-<preset>-k<k>`` on ``out_root/train-<preset>`` (made when absent or of another system),
+    or loaded when complete. Returns the checkpoint and how it was obtained (for the table)."""
     import json
 
     import xarray as xr
@@ -110,13 +112,14 @@ def window_network(out_root: Path, preset: str, params: dict, k: int, steps: int
     ckpt = out_root / f"net-{preset}-k{k}"
     if (ckpt / "meta.json").exists() and json.loads((ckpt / "meta.json").read_text())["system"] != system:
         raise DiffdaError(f"{ckpt} holds a window network of another system; remove it or choose another --out")
-    opts = TrainOptions(kind="window-mlp", window_half_width=k, steps=steps, val_fraction=0.05, **NETWORK)
+    recipe = {**NETWORKS[preset], **({"steps": steps} if steps else {})}
+    opts = TrainOptions(kind="window-mlp", window_half_width=k, **recipe, **NETWORK)
     summary = train_window_from_store(data, ckpt, opts)
     denoising = summary["denoising"]
     log(f"{ckpt}: step {summary['step']}, {summary['seconds']:.0f} s; held-out denoising RMSE network / "
         f"independent prior at sigma/s_bar {denoising['sigma']}: {denoising['rmse_network']} / {denoising['rmse_independent']}")
-    how = (f"{steps} steps on {cycles} cycles, {summary['seconds']:.0f} s" if summary["seconds"] > 1
-           else f"loaded ({steps} steps on {cycles} cycles)")
+    what = f"MLP {recipe['hidden']}x{NETWORK['depth']}, {recipe['steps']} steps on {cycles} cycles"
+    how = f"{what}, {summary['seconds']:.0f} s" if summary["seconds"] > 1 else f"{what}, loaded"
     return ckpt, how
 
 
@@ -157,7 +160,7 @@ def run_twins_bench(out_root: Path, cases: list[str], length: int, start: int, k
         ckpt, how = window_network(out_root, preset, params, k, net_steps, train_cycles, log)
         for name, model, setting in (
                 ("smoother (KDE)", KDE, "archive 8192 windows, bandwidth 0.3"),
-                ("smoother (network)", ["model=neural", f"model.checkpoint={ckpt}"], f"MLP 256x3, {how}")):
+                ("smoother (network)", ["model=neural", f"model.checkpoint={ckpt}"], how)):
             cfg = load_config(overrides=[*window, *model, *SMOOTHER, *extra, *overrides])
             t0 = time.perf_counter()
             den = window_denoiser(cfg, preset, params, p.state_shape[0])
@@ -188,12 +191,12 @@ def run_twins_bench(out_root: Path, cases: list[str], length: int, start: int, k
             f"Lorenz-63 cycles of 0.25 time units (25 RK4 steps), noise variance 2; Lorenz-96 one RK4 step "
             f"of 0.05, noise variance 1. Both smoothers: `diffda smooth` with {' '.join(SMOOTHER)}, "
             f"smoother.window_half_width={k}, smoother.samples={samples}; KDE: {' '.join(KDE)}; network: "
-            f"`diffda train --set kind=window-mlp --set window_half_width={k} --set steps={net_steps}` "
-            f"(batch 256, lr 1e-3, 256 units x 3 blocks) on {train_cycles} cycles of the same chain (seed 1; "
-            f"seconds: the smoothing only, training in the setting). The smoothers and the bootstrap PF rows "
+            f"`diffda train --set kind=window-mlp --set window_half_width={k}` (batch 256, lr 1e-3, units x blocks "
+            f"and steps in the setting) on {train_cycles} cycles of the same chain (seed 1; held out: the last "
+            f"10 %; seconds: the smoothing only, training in the setting). The smoothers and the bootstrap PF rows "
             f"see the window's observations only (prior: the climatology); the ETKF row has also seen the "
             f"{start} cycles before the window and started around the truth. RMSE and spread: means over the "
             f"window's times of the per-time RMSE of the mean and of the ensemble spread; RMSE mirrored: the "
-            f"same after mirroring each trajectory (x, y, z) -> (-x, -y, z) that is closer to the truth so "
-            f"(the |x| case's symmetry).\n\n{table}\n")
+            f"same after replacing each sampled trajectory by its mirror image (-x, -y, z) where that is closer "
+            f"to the truth (the |x| case's symmetry).\n\n{table}\n")
     return body, rows

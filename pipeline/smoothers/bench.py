@@ -26,7 +26,7 @@ def run_smoother_bench(data: Path, ks: list[int], cs: list[int], variants: list[
     from ..commands.run import ensure_data
     from ..config import load_config
     from ..problems import load_twin
-    from ..data.twins import twin_params
+    from ..data.twins import params_of
     from .smoother import smooth
     from .window import oracle, spec_of, window_denoiser
 
@@ -40,7 +40,7 @@ def run_smoother_bench(data: Path, ks: list[int], cs: list[int], variants: list[
                 cfg = load_config(overrides=[*base, *VARIANTS[variant], f"smoother.window_half_width={k}",
                                              f"sampler.corrections={c}"])
                 p = load_twin(cfg, data, torch.device("cpu"), torch.float64)
-                params = twin_params("linear", {a: p.attrs[a] for a in p.attrs if a not in ("preset", "cycle_hours")})
+                params = params_of(p.attrs)
                 den = window_denoiser(cfg, "linear", params, p.state_shape[0])
                 t0 = time.perf_counter()
                 x, _ = smooth(den, p.obs_values, p.noise_variance, p.operator, spec_of(cfg), cfg.run.seed,

@@ -45,8 +45,9 @@ KIND = "window-mlp"
 class NeuralWindowDenoiser:
     """``E[x | x_t]`` of a window from a trained :class:`WindowMLP`; the Denoiser protocol."""
 
-    def __init__(self, net: nn.Module, schedule: Schedule, mean: Tensor, std: Tensor, k: int,
+    def __init__(self, net: nn.Module, schedule: Schedule | None, mean: Tensor, std: Tensor, k: int,
                  sigma_min: float = 1e-3, sigma_max: float = 100.0):
+        """``schedule`` None: only the EDM form (:meth:`edm`, :meth:`coefficients`) is used (training)."""
         self.net, self.schedule, self.k = net, schedule, k
         self.width, self.dim = 2 * k + 1, mean.shape[0]
         self.mean, self.std = mean.double(), std.double()  # mu, s [D]
@@ -83,7 +84,8 @@ class NeuralWindowDenoiser:
         return mu + c_skip * (x_sigma - mu) + c_out * f
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, schedule: Schedule, k: int, system: dict) -> "NeuralWindowDenoiser":
+    def from_checkpoint(cls, path: str | Path, schedule: Schedule | None, k: int,
+                        system: dict) -> "NeuralWindowDenoiser":
         """Load ``path`` after :func:`check_meta` against the run (``k``, ``system`` with its ``dim``)."""
         meta = read_meta(path, kind=KIND)
         check_meta(meta, path, k, system)

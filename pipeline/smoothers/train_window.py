@@ -55,7 +55,7 @@ class WindowTask:
 
     def bind(self, model: nn.Module, device: torch.device) -> None:
         self.samples = self.windows.to(device=device, dtype=torch.float32)
-        self.denoiser = NeuralWindowDenoiser(model, None, self.mean, self.std, self.k, self.opts.sigma_min,  # type: ignore[arg-type]
+        self.denoiser = NeuralWindowDenoiser(model, None, self.mean, self.std, self.k, self.opts.sigma_min,
                                              self.opts.sigma_max)
 
     def loss(self, g: torch.Generator, device: torch.device) -> Tensor:
@@ -131,7 +131,7 @@ def train_window_from_store(store_path: str | Path, out_dir: str | Path, opts: T
                                "val_times": int(n_val), "final_loss": sum(losses) / len(losses) if losses else None}
     rank, _ = _rank_world()
     if rank == 0 and val_part.shape[0] >= 2 * k + 1:
-        den = NeuralWindowDenoiser.from_checkpoint(out_dir, None, k, system)  # type: ignore[arg-type]
+        den = NeuralWindowDenoiser.from_checkpoint(out_dir, None, k, system)
         summary["denoising"] = held_out_errors(den, cut_windows(val_part, k), opts.seed)
         meta = read_meta(out_dir)
         meta["training"]["denoising"] = summary["denoising"]

@@ -125,6 +125,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--out", type=Path, default=Path("runs/bench-smoother-twins"))
     _add_overrides(st, "smoother config override, e.g. --set model.bandwidth=0.5")
     st.set_defaults(func=smoother_twins_bench)
+    sh = bsub.add_parser("sphere", help="the gridded skill table: free run, pf-local, LETKF, tempered PF at several N")
+    sh.add_argument("--data", type=Path, default=Path("data/sphere"), help="sphere data (made if absent: the default)")
+    sh.add_argument("--methods", default="pf-local,letkf,pf-tempered", help="comma-separated rows beside the free "
+                    "run: pf-local, letkf, pf-tempered")
+    sh.add_argument("--particles", default="16,64", help="comma-separated ensemble sizes")
+    sh.add_argument("--cycles", type=int, default=50)
+    sh.add_argument("--spinup", type=int, default=10)
+    sh.add_argument("--jobs", type=int, default=2, help="rows run at a time (one torch thread each)")
+    sh.add_argument("--twin", action="store_true", help="judge against the perfect-model twin's bars")
+    sh.add_argument("--name", default=None, help="report section and PNG name (default: sphere-<data dir name>)")
+    sh.add_argument("--fresh", action="store_true", help="redo finished rows")
+    sh.add_argument("--out", type=Path, default=None, help="run directories (default: runs/bench-<name>)")
+    _add_overrides(sh, "config override of every row, e.g. --set run.seed=1")
+    sh.set_defaults(func=sphere_bench)
     gp = bsub.add_parser("gpu", help="the prepared GPU check: N=256 cycle, fp32/bf16, compile, CUDA graphs, NCCL")
     gp.add_argument("--device", default="cuda", help="cuda (default; refused without one) or cpu (with --quick)")
     gp.add_argument("--quick", action="store_true", help="toy sizes: a smoke run of the code paths")
@@ -318,6 +332,25 @@ def smoother_twins_bench(args: argparse.Namespace) -> int:
     body, _ = run_twins_bench(args.out, args.cases.split(","), args.length, args.start, args.k, args.samples,
                               args.particles, args.net_steps, args.train_cycles, args.overrides, log=_log)
     return _publish(args.report, "smoother-twins", "Score-based smoother against filters (Lorenz-63, Lorenz-96)", body)
+
+
+def sphere_bench(args: argparse.Namespace) -> int:
+    from ..bench.bench_sphere import plot, run_sphere, verdict
+
+    apply_overrides({}, args.overrides)  # syntax check before any work
+    name = args.name or f"sphere-{args.data.name}"
+    out = args.out or Path("runs") / f"bench-{name}"
+    if args.data == Path("data/sphere"):
+        _sphere_data(args.data)
+    methods = [m for m in args.methods.split(",") if m]
+    particles = [int(n) for n in args.particles.split(",")]
+    body, scores = run_sphere(args.data, out, methods, particles, args.cycles, args.spinup, args.overrides,
+                              jobs=args.jobs, fresh=args.fresh, log=_log)
+    png = args.report.parent / "img" / f"{name}.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    plot(png, out, list(scores), f"{args.data}: normalised RMSE (solid) and spread (dotted) by cycle")
+    body += f"\n{verdict(scores, args.twin)}\n\n![RMSE and spread by cycle](img/{png.name})\n"
+    return _publish(args.report, name, f"Gridded skill on `{args.data}`", body)
 
 
 def gpu_bench(args: argparse.Namespace) -> int:

@@ -172,7 +172,7 @@ class Config(Section):
     def _consistent(self) -> "Config":
         if self.model.kind == "neural" and self.data.preset not in ("sphere", "era5") and self.model.checkpoint is None:
             raise ValueError(f"model=neural on a twin (data.preset={self.data.preset}) is diffda smooth's trained "
-                             f"window prior: set model.checkpoint=DIR (diffda train --set kind=window-mlp)")
+                             f"window prior: set model.checkpoint=DIR (diffda train --set kind=window-mlp or kind=window-conv)")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -101,6 +101,17 @@ def test_configured_kde_window_denoiser_cuts_the_archive_from_chains():
     assert float(den.windows[:, 2::3].mean()) > 10  # on the attractor (z ~ 24), not at the start
 
 
+def test_misfit_of_draws_of_the_chain_is_about_one():
+    """The one-step residual of trajectories of the chain itself, in units of its model noise: median about
+    the median of ``chi²_D`` over D, ln 2 = 0.693 for D = 2."""
+    from pipeline.data.twins import dynamics_for
+    from pipeline.smoothers.bench_twins import misfit
+
+    params = twin_params("linear", {"dim": 2, "q": 0.1})
+    x = linear_chains(2000, 9, 8)
+    assert misfit(x, dynamics_for("linear", params), 0.1) == pytest.approx(0.693, abs=0.03)
+
+
 def test_mirrored_rmse_aligns_each_trajectory_to_the_truths_lobe():
     """A trajectory and its mirror image (x, y, z) -> (-x, -y, z): their mean sits on the z axis (RMSE the
     rms of x and y over the three components), aligned both are the truth (RMSE 0)."""
@@ -115,17 +126,20 @@ def test_mirrored_rmse_aligns_each_trajectory_to_the_truths_lobe():
 
 def test_bench_smoother_twins_runs_every_row(tmp_path):
     """``diffda bench smoother-twins`` at toy sizes on the symmetric case: the window network is trained,
-    then loaded by a second run; every method gives its row, the sample-based ones a mirrored RMSE."""
+    then loaded by a second run; every method gives its row (with ``blur``, a second FFBSi of a blurred
+    model), the sample-based ones a mirrored RMSE and a dynamics misfit."""
     from pipeline.smoothers.bench_twins import run_twins_bench
 
     args = (tmp_path, ["l63-abs"], 7, 5, 1, 4, 500, 5, 300, ["model.archive=256", "sampler.steps=8",
-                                                            "sampler.corrections=0"])
+                                                            "sampler.corrections=0"], (1.0,))
     body, rows = run_twins_bench(*args)
     methods = [r["method"] for r in rows]
     assert methods == ["smoother (KDE)", "smoother (network)", "bootstrap PF filter", "bootstrap PF smoother (FFBSi)",
-                       "ETKF (spun up)"]
-    assert all(r["rmse"] > 0 for r in rows) and "RMSE mirrored" in body
-    assert [r["mirrored"] is not None for r in rows] == [True, True, False, True, False]
+                       "bootstrap PF smoother (FFBSi), blurred model", "ETKF (spun up)"]
+    assert all(r["rmse"] > 0 for r in rows) and "RMSE mirrored" in body and "q'=1 (truth: 0.1)" in rows[4]["setting"]
+    assert [r["mirrored"] is not None for r in rows] == [True, True, False, True, True, False]
+    assert [r["misfit"] is not None for r in rows] == [True, True, False, True, True, False]
+    assert rows[3]["misfit"] < rows[4]["misfit"]  # the blurred model's trajectories follow the dynamics less
     assert "MLP 256x3, 5 steps on 300 cycles" in rows[1]["setting"]
     _, again = run_twins_bench(*args)
     assert again[1]["setting"].endswith("5 steps on 300 cycles, loaded") and again[1]["rmse"] == rows[1]["rmse"]

@@ -120,8 +120,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--samples", type=int, default=32)
     st.add_argument("--particles", type=int, default=20000, help="bootstrap PF reference (Lorenz-63)")
     st.add_argument("--net-steps", type=int, default=0, help="training steps of the window network (0: the "
-                    "system's, 4000 for Lorenz-63, 12000 for Lorenz-96)")
+                    "system's, 4000)")
     st.add_argument("--train-cycles", type=int, default=40000, help="cycles of the run the network learns from")
+    st.add_argument("--blur", default="", help="comma-separated model-noise variances q' of extra FFBSi rows "
+                    "(Lorenz-63): the reference smoother given a blurred model")
     st.add_argument("--out", type=Path, default=Path("runs/bench-smoother-twins"))
     _add_overrides(st, "smoother config override, e.g. --set model.bandwidth=0.5")
     st.set_defaults(func=smoother_twins_bench)
@@ -329,8 +331,14 @@ def smoother_twins_bench(args: argparse.Namespace) -> int:
     from ..smoothers.bench_twins import run_twins_bench
 
     apply_overrides({}, args.overrides)  # syntax check before any work
+    try:
+        blur = tuple(float(q) for q in args.blur.split(",") if q)
+    except ValueError:
+        raise DiffdaError(f"--blur takes comma-separated positive numbers (got {args.blur!r})") from None
+    if any(q <= 0 for q in blur):
+        raise DiffdaError(f"--blur: the model-noise variances must be positive (got {args.blur!r})")
     body, _ = run_twins_bench(args.out, args.cases.split(","), args.length, args.start, args.k, args.samples,
-                              args.particles, args.net_steps, args.train_cycles, args.overrides, log=_log)
+                              args.particles, args.net_steps, args.train_cycles, args.overrides, blur, log=_log)
     return _publish(args.report, "smoother-twins", "Score-based smoother against filters (Lorenz-63, Lorenz-96)", body)
 
 

@@ -10,9 +10,10 @@ A checkpoint directory holds
   ``preconditioning`` (``residual``, ``sigma_min``, ``sigma_max``), ``history`` (K), ``training``
   (``step``, options).
 
-``architecture.kind`` names the network: ``sphere-unet`` (the gridded emulator above) or ``window-mlp``
-(the smoother's window prior over ``2k+1`` twin states, whose ``meta.json`` holds ``window``,
-``normalisation`` and ``system`` instead of channels and grid: :mod:`pipeline.smoothers.neural`).
+``architecture.kind`` names the network: ``sphere-unet`` (the gridded emulator above), ``window-mlp`` or
+``window-conv`` (the smoother's window prior over ``2k+1`` twin states, an MLP or a ring convolution,
+whose ``meta.json`` holds ``window``, ``normalisation`` and ``system`` instead of channels and grid:
+:mod:`pipeline.smoothers.neural`).
 
 :func:`check_compatible` refuses inputs whose channels or grid differ, with an
 :class:`~pipeline.errors.InputError` naming the difference and the fix. Files are written to a
@@ -36,6 +37,8 @@ from ..data.atomic import write_file
 from ..errors import InputError
 from .normalisation import Normalisation
 from .unet import SphereUNet, UNetConfig
+from .window_conv import WindowConv, WindowConvConfig
+from .window_mlp import WindowMLP, WindowMLPConfig
 
 FORMAT = "diffda-neural/1"
 WEIGHTS, META = "model.safetensors", "meta.json"
@@ -119,11 +122,25 @@ def save_checkpoint(path: str | Path, net: nn.Module, meta: dict,
 
 
 KIND_USE = {"sphere-unet": "the gridded emulator (diffda run on sphere/era5 data)",
-            "window-mlp": "the smoother's window prior (diffda smooth on a twin)"}
+            "window-mlp": "the smoother's window prior (diffda smooth on a twin)",
+            "window-conv": "the smoother's window prior on a ring (diffda smooth on lorenz96 or linear)"}
+WINDOW_KINDS = ("window-mlp", "window-conv")  # the smoother's window networks (trained on a twin)
+CONFIGS = {"sphere-unet": UNetConfig, "window-mlp": WindowMLPConfig, "window-conv": WindowConvConfig}  # kind -> config
+NETWORKS = {UNetConfig: SphereUNet, WindowMLPConfig: WindowMLP, WindowConvConfig: WindowConv}  # config -> network
 
 
-def read_meta(path: str | Path, kind: str | None = None) -> dict:
-    """``path/meta.json``, checked; with ``kind``, refuse a checkpoint of another network kind."""
+def kind_of(config: UNetConfig | WindowMLPConfig | WindowConvConfig) -> str:
+    """``architecture.kind`` of ``config``."""
+    return next(kind for kind, cls in CONFIGS.items() if type(config) is cls)
+
+
+def network_of(config: UNetConfig | WindowMLPConfig | WindowConvConfig) -> nn.Module:
+    """A fresh network of ``config`` (its type names the kind)."""
+    return NETWORKS[type(config)](config)
+
+
+def read_meta(path: str | Path, kind: str | tuple[str, ...] | None = None) -> dict:
+    """``path/meta.json``, checked; with ``kind`` (one or several), refuse a checkpoint of another network kind."""
     path = Path(path)
     meta_path = path / META
     if not meta_path.is_file():
@@ -133,24 +150,20 @@ def read_meta(path: str | Path, kind: str | None = None) -> dict:
     if meta.get("format") != FORMAT:
         raise InputError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}; retrain with this diffda version")
     got = meta.get("architecture", {}).get("kind", "sphere-unet")
-    if kind is not None and got != kind:
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if kinds is not None and got not in kinds:
         raise InputError(f"model.checkpoint={path} holds a {got} network, {KIND_USE.get(got, 'unknown here')}; "
-                         f"this run needs a {kind} network, {KIND_USE[kind]}")
+                         f"this run needs a {' or '.join(kinds)} network, {KIND_USE[kinds[0]]}")
     return meta
 
 
 def build_network(architecture: dict) -> nn.Module:
     """A fresh network of ``architecture`` (``meta.json``'s, with its ``kind``)."""
     kind = architecture.get("kind", "sphere-unet")
-    fields = {k: v for k, v in architecture.items() if k != "kind"}
-    if kind == "sphere-unet":
-        return SphereUNet(UNetConfig.from_dict(fields))
-    if kind == "window-mlp":
-        from .window_mlp import WindowMLP, WindowMLPConfig
-
-        return WindowMLP(WindowMLPConfig.from_dict(fields))
-    raise InputError(f"unknown network kind {kind!r} in meta.json (known: sphere-unet, window-mlp); "
-                     f"retrain with this diffda version")
+    if kind not in CONFIGS:
+        raise InputError(f"unknown network kind {kind!r} in meta.json (known: {', '.join(CONFIGS)}); "
+                         f"retrain with this diffda version")
+    return network_of(CONFIGS[kind].from_dict({k: v for k, v in architecture.items() if k != "kind"}))
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:

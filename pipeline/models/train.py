@@ -1,8 +1,9 @@
 r"""Training of the neural denoisers (EDM loss): one loop, :func:`fit`, for every network kind.
 
 A :class:`TrainTask` supplies the network, the loss of one batch and the checkpoint's metadata;
-``kind=sphere-unet`` (:class:`EmulatorTask`, below) is the gridded emulator, ``kind=window-mlp``
-(:class:`pipeline.smoothers.train_window.WindowTask`) the smoother's window prior on a twin trajectory.
+``kind=sphere-unet`` (:class:`EmulatorTask`, below) is the gridded emulator, ``kind=window-mlp`` and
+``kind=window-conv`` (:class:`pipeline.smoothers.train_window.WindowTask`) the smoother's window prior on a
+twin trajectory (an MLP over the stacked window; a convolution over a ring's components).
 The rest of this docstring describes the emulator's samples and options; determinism, resumption and
 data parallelism hold for both.
 
@@ -65,22 +66,23 @@ from torch import Tensor, nn
 from .. import rng
 from ..data.atomic import write_file
 from ..errors import DiffdaError
-from .network_checkpoint import GridLayout, make_meta, save_checkpoint
+from .network_checkpoint import WINDOW_KINDS, GridLayout, make_meta, network_of, save_checkpoint
 from .neural import NeuralDenoiser
 from .normalisation import Normalisation
-from .unet import SphereUNet, UNetConfig
-from .window_mlp import WindowMLP, WindowMLPConfig
+from .unet import UNetConfig
+from .window_conv import WindowConvConfig
+from .window_mlp import WindowMLPConfig
 
 Progress = Callable[[int, int, dict[str, float]], None]
 TRAIN_STATE = "training.pt"
-KINDS = ("sphere-unet", "window-mlp")
+KINDS = ("sphere-unet", *WINDOW_KINDS)
 
 
 @dataclass
 class TrainOptions:
     """Hyper-parameters of :func:`fit` (``diffda train --set key=value``)."""
 
-    kind: str = "sphere-unet"  # the network: sphere-unet (gridded emulator) | window-mlp (the smoother's window prior)
+    kind: str = "sphere-unet"  # sphere-unet (gridded emulator) | window-mlp | window-conv (the smoother's window prior)
     steps: int = 2000
     batch_size: int = 8
     lr: float = 3e-4
@@ -95,9 +97,10 @@ class TrainOptions:
     emb: int = 64
     pole: str = "roll"
     history: int = 2
-    window_half_width: int = 2  # window-mlp: k, windows of 2k+1 states
-    hidden: int = 256  # window-mlp: units per layer
-    depth: int = 3  # window-mlp: residual blocks
+    window_half_width: int = 2  # window-mlp, window-conv: k, windows of 2k+1 states
+    hidden: int = 256  # window-mlp: units per layer; window-conv: channels
+    depth: int = 3  # window-mlp, window-conv: residual blocks
+    kernel: int = 5  # window-conv: taps per ring convolution (odd)
     # diffusion
     residual: bool = True
     p_mean: float = -1.2
@@ -144,6 +147,7 @@ class TrainOptions:
             (self.kind in KINDS, f"kind must be one of {', '.join(KINDS)} (got {self.kind!r})"),
             (self.window_half_width >= 0, "window_half_width (k) must be >= 0"),
             (self.hidden >= 1 and self.depth >= 1, "hidden and depth must be >= 1"),
+            (self.kernel >= 1 and self.kernel % 2 == 1, f"kernel must be odd and >= 1 (got {self.kernel})"),
             (self.kind == "sphere-unet" or (self.cond_noise == 0 and self.rollout_fraction == 0),
              f"cond_noise and rollout_fraction train a conditional emulator; kind={self.kind} has no condition"),
         ]
@@ -194,12 +198,12 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def init_network(config: UNetConfig | WindowMLPConfig, seed: int) -> nn.Module:
-    """A :class:`SphereUNet` (or, for a :class:`WindowMLPConfig`, a :class:`WindowMLP`) initialised from
-    ``seed`` (the global RNG is forked, then restored)."""
+def init_network(config: UNetConfig | WindowMLPConfig | WindowConvConfig, seed: int) -> nn.Module:
+    """The network of ``config`` (:func:`.network_checkpoint.network_of`) initialised from ``seed`` (the
+    global RNG is forked, then restored)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return WindowMLP(config) if isinstance(config, WindowMLPConfig) else SphereUNet(config)
+        return network_of(config)
 
 
 class SampleIndex:
@@ -520,7 +524,8 @@ def _refuse_twin(store_path: str | Path) -> None:
         return
     if preset in ("linear", "lorenz63", "lorenz96"):
         raise DiffdaError(f"{store_path} holds a {preset} twin trajectory, not gridded fields: train the "
-                          f"smoother's window network on it with --set kind=window-mlp (and window_half_width=k)")
+                          f"smoother's window network on it with --set kind=window-mlp or kind=window-conv "
+                          f"(and window_half_width=k)")
 
 
 def read_store(store_path: str | Path, variables: Sequence[str] | None = None,
@@ -539,7 +544,7 @@ def train_from_store(store_path: str | Path, out_dir: str | Path, options: Train
     from .skill import forecast_skill
 
     opts = options if isinstance(options, TrainOptions) else TrainOptions.from_dict(dict(options or {}))
-    if opts.kind == "window-mlp":
+    if opts.kind in WINDOW_KINDS:
         from ..smoothers.train_window import train_window_from_store
 
         return train_window_from_store(store_path, out_dir, opts, progress=progress, stop_at=stop_at)

@@ -6,16 +6,24 @@ model noise ``q``; every row scores the same window (RMSE and spread of the mean
 - ``smoother (KDE)``: ``diffda smooth`` with ``model=kde`` (``model.archive`` windows of ``2k+1`` states
   cut from independent runs, bandwidth factor ``model.bandwidth``);
 - ``smoother (network)``: ``diffda smooth`` with ``model=neural``, the window network of
-  :mod:`.train_window` trained (or, when its checkpoint is complete, loaded) in ``OUT/net-<preset>-k<k>``
-  on a run of ``train_cycles`` cycles of the case's chain (``diffda make-data`` with seed 1, in
-  ``OUT/train-<preset>``; cases of one system share it);
-- both smoothers with the same sampler and guidance (``SMOOTHER``), ``S`` samples; they see the window's
-  observations only, their prior is the climatology;
+  :mod:`.train_window` (``NETWORKS``: an MLP for Lorenz-63, the ring convolution for Lorenz-96) trained
+  (or, when its checkpoint is complete, loaded) in ``OUT/net-<preset>-k<k>`` on a run of ``train_cycles``
+  cycles of the case's chain (``diffda make-data`` with seed 1, in ``OUT/train-<preset>``; cases of one
+  system share it);
+- both smoothers with the same sampler and guidance (``SMOOTHER``, then the case's overrides), ``S``
+  samples; they see the window's observations only, their prior is the climatology;
 - ``bootstrap PF filter`` and ``bootstrap PF smoother (FFBSi)`` (:mod:`.particle`, Lorenz-63 only:
   ``N`` particles drawn from the climatology at the window start, ``M = 256`` backward trajectories): the
-  reference filter and smoother on the same information as the score smoothers;
-- ``ETKF (spun up)``: ``diffda run`` with ``filter.method=etkf`` from cycle 0 (initial ensemble around the
-  truth) to the window's end, scored over the window: it has seen ``run.start`` more cycles of observations.
+  reference filter and smoother on the same information as the score smoothers; with ``blur``, FFBSi
+  again for each model-noise variance ``q'`` in it (the truth's is ``q``): the reference smoother given a
+  model as blurred as ``q'``;
+- the case's filters (``ETKF (spun up)``, on Lorenz-96 also ``LETKF (spun up)``): ``diffda run`` from
+  cycle 0 (initial ensemble around the truth) to the window's end, scored over the window: they have seen
+  ``run.start`` more cycles of observations.
+
+Every row with trajectories also gives their ``misfit``: the median over trajectories and times of the
+one-step residual ``|x_{l+1} - m(x_l)|² / (D q)`` (about 1 for draws of the chain): how sharply the
+trajectories follow the dynamics.
 
 Symmetric cases (``MIRRORS``): Lorenz-63 observed through ``|x|`` cannot tell ``(x, y, z)`` from
 ``(-x, -y, z)`` (the dynamics and the observations are invariant), so from the climatology the exact
@@ -33,23 +41,27 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-CASES = {  # name -> (title, data overrides, smoother overrides, ETKF overrides)
+ETKF63 = {"ETKF (spun up)": ["filter.method=etkf", "filter.particles=20", "filter.inflation=1.1"]}
+CASES = {  # name -> (title, data overrides, smoother overrides, {filter row: its overrides})
     "l63-x1": ("Lorenz-63, x1 alone (identity)", ["data.preset=lorenz63",
-               "data.params={steps: 25, components: [0], r: 2.0, q: 0.1, cycles: 200}"], [],
-               ["filter.particles=20", "filter.inflation=1.1"]),
+               "data.params={steps: 25, components: [0], r: 2.0, q: 0.1, cycles: 200}"], [], ETKF63),
     "l63-abs": ("Lorenz-63, all components through abs", ["data.preset=lorenz63",
-                "data.params={steps: 25, operator: abs, r: 2.0, q: 0.1, cycles: 200}"], [],
-                ["filter.particles=20", "filter.inflation=1.1"]),
+                "data.params={steps: 25, operator: abs, r: 2.0, q: 0.1, cycles: 200}"], [], ETKF63),
     "l96": ("Lorenz-96 (40), every other component", ["data.preset=lorenz96",
-            "data.params={dim: 40, stride: 2, r: 1.0, q: 0.1, cycles: 200}"], [],
-            ["filter.particles=40", "filter.inflation=1.05"]),
+            "data.params={dim: 40, stride: 2, r: 1.0, q: 0.1, cycles: 200}"],
+            ["guidance.gamma=1e-4"],  # chosen at --start 120, S = 16: 0.78 / 0.75 / 0.73 for 1e-2 / 1e-3 / 1e-4
+            {"ETKF (spun up)": ["filter.method=etkf", "filter.particles=40", "filter.inflation=1.05"],
+             "LETKF (spun up)": ["filter.method=letkf", "filter.particles=40", "filter.inflation=1.05",
+                                 "filter.localization_radius=5.0"]}),
 }
 MIRRORS = {"l63-abs": (-1.0, -1.0, 1.0)}  # case -> the symmetry's signs per component
 SMOOTHER = ["guidance=sda", "guidance.gamma=0.01", "sampler.steps=256", "sampler.corrections=2", "smoother.batch=8"]
 KDE = ["model=kde", "model.archive=8192", "model.bandwidth=0.3"]
-NETWORK = dict(batch_size=256, lr=1e-3, depth=3, checkpoint_every=1000)  # with window_half_width and, per system:
-NETWORKS = {"linear": dict(hidden=256, steps=4000), "lorenz63": dict(hidden=256, steps=4000),
-            "lorenz96": dict(hidden=512, steps=12000)}  # 40 components x 5 states: wider and longer
+NETWORK = dict(batch_size=256, lr=1e-3, checkpoint_every=1000)  # with window_half_width and, per system:
+NETWORKS = {"linear": dict(kind="window-mlp", hidden=256, depth=3, steps=4000),
+            "lorenz63": dict(kind="window-mlp", hidden=256, depth=3, steps=4000),
+            # the ring: one convolution for the 40 positions (an MLP 512x3 trained 12000 steps gave 1.41)
+            "lorenz96": dict(kind="window-conv", hidden=48, depth=4, kernel=5, steps=4000)}
 
 
 def window_scores(mean: Tensor, var: Tensor, truth: Tensor) -> tuple[float, float]:
@@ -66,21 +78,30 @@ def mirrored_rmse(samples: Tensor, truth: Tensor, signs: tuple[float, ...]) -> f
     return window_scores(aligned.mean(0), aligned.var(0), truth)[0]
 
 
+def misfit(trajectories: Tensor, m: Callable[[Tensor], Tensor], q: float) -> float:
+    """Median over trajectories and times of ``|x_{l+1} - m(x_l)|² / (D q)``, ``trajectories`` ``[M, L, D]``."""
+    x = trajectories
+    step = x[:, 1:] - m(x[:, :-1].reshape(-1, x.shape[-1])).reshape(x.shape[0], -1, x.shape[-1])
+    return float(((step**2).mean(-1) / q).median())
+
+
 def particle_reference(preset: str, params: dict, y: Tensor, r: float, operator: str, particles: int,
-                       draws: int, seed: int) -> dict:
+                       draws: int, seed: int, q: float | None = None) -> dict:
     """Bootstrap PF filter ``(mean, var)`` and FFBSi smoother trajectories ``[M, L, D]`` of the window from
-    the climatology: ``{"filter": (mean, var), "smoother": trajectories}``."""
+    the climatology, with model-noise variance ``q`` (default: the chain's): ``{"filter": (mean, var),
+    "smoother": trajectories}``."""
     from ..data.twins import dynamics_for, simulate_chains
     from .particle import backward_simulation, bootstrap_filter
 
     g = torch.Generator().manual_seed(20_000 + seed)
     m = dynamics_for(preset, params)
+    q = params["q"] if q is None else q
     x0 = simulate_chains(preset, params, particles, 0, g)[:, 0]  # climatology at the window start
-    xs, logw = bootstrap_filter(m, y, r, operator, params["q"], x0, g)
+    xs, logw = bootstrap_filter(m, y, r, operator, q, x0, g)
     w = logw.exp()[..., None]
     fmean = (w * xs).sum(1)
     return {"filter": (fmean, (w * (xs - fmean[:, None]) ** 2).sum(1)),
-            "smoother": backward_simulation(m, xs, logw, params["q"], draws, g)}
+            "smoother": backward_simulation(m, xs, logw, q, draws, g)}
 
 
 def window_network(out_root: Path, preset: str, params: dict, k: int, steps: int, cycles: int,
@@ -113,24 +134,27 @@ def window_network(out_root: Path, preset: str, params: dict, k: int, steps: int
     if (ckpt / "meta.json").exists() and json.loads((ckpt / "meta.json").read_text())["system"] != system:
         raise DiffdaError(f"{ckpt} holds a window network of another system; remove it or choose another --out")
     recipe = {**NETWORKS[preset], **({"steps": steps} if steps else {})}
-    opts = TrainOptions(kind="window-mlp", window_half_width=k, **recipe, **NETWORK)
+    opts = TrainOptions(window_half_width=k, **recipe, **NETWORK)
     summary = train_window_from_store(data, ckpt, opts)
     denoising = summary["denoising"]
     log(f"{ckpt}: step {summary['step']}, {summary['seconds']:.0f} s; held-out denoising RMSE network / "
         f"independent prior at sigma/s_bar {denoising['sigma']}: {denoising['rmse_network']} / {denoising['rmse_independent']}")
-    what = f"MLP {recipe['hidden']}x{NETWORK['depth']}, {recipe['steps']} steps on {cycles} cycles"
+    net = (f"ring conv {recipe['hidden']} ch x {recipe['depth']} blocks, kernel {recipe['kernel']}"
+           if recipe["kind"] == "window-conv" else f"MLP {recipe['hidden']}x{recipe['depth']}")
+    what = f"{net}, {recipe['steps']} steps on {cycles} cycles"
     how = f"{what}, {summary['seconds']:.0f} s" if summary["seconds"] > 1 else f"{what}, loaded"
     return ckpt, how
 
 
 def run_twins_bench(out_root: Path, cases: list[str], length: int, start: int, k: int, samples: int,
                     particles: int, net_steps: int, train_cycles: int, overrides: list[str],
+                    blur: tuple[float, ...] = (),
                     log: Callable[[str], None] = lambda s: None) -> tuple[str, list[dict]]:
     import xarray as xr
 
     from ..commands.run import ensure_data
     from ..config import load_config
-    from ..data.twins import params_of
+    from ..data.twins import dynamics_for, params_of
     from ..evaluate.report import markdown_table
     from ..problems import load_twin
     from ..run import assimilate
@@ -139,7 +163,7 @@ def run_twins_bench(out_root: Path, cases: list[str], length: int, start: int, k
 
     rows = []
     for case in cases:
-        title, data, extra, etkf = CASES[case]
+        title, data, extra, filters = CASES[case]
         signs = MIRRORS.get(case)
         window = [*data, f"run.start={start}", f"run.cycles={length}", f"smoother.window_half_width={k}",
                   f"smoother.samples={samples}"]
@@ -148,14 +172,17 @@ def run_twins_bench(out_root: Path, cases: list[str], length: int, start: int, k
         p = load_twin(load_config(overrides=window), data_dir, torch.device("cpu"), torch.float64)
         preset, params = p.attrs["preset"], params_of(p.attrs)
         y, truth = p.obs_values, p.truth_values[1:length + 1]
+        m = dynamics_for(preset, params)
 
         def row(method: str, mean, var, seconds: float, setting: str, trajectories: Tensor | None = None) -> None:
             rmse, spread = window_scores(mean, var, truth)
             mirrored = mirrored_rmse(trajectories, truth, signs) if signs and trajectories is not None else None
+            fit = misfit(trajectories, m, params["q"]) if trajectories is not None else None
             rows.append(dict(case=case, title=title, method=method, rmse=rmse, spread=spread, mirrored=mirrored,
-                             seconds=seconds, setting=setting))
+                             misfit=fit, seconds=seconds, setting=setting))
             log(f"{case} {method}: RMSE {rmse:.3f} spread {spread:.3f}"
-                + (f" mirrored {mirrored:.3f}" if mirrored is not None else "") + f" ({seconds:.1f} s)")
+                + (f" mirrored {mirrored:.3f}" if mirrored is not None else "")
+                + (f" misfit {fit:.2f}" if fit is not None else "") + f" ({seconds:.1f} s)")
 
         ckpt, how = window_network(out_root, preset, params, k, net_steps, train_cycles, log)
         for name, model, setting in (
@@ -165,7 +192,8 @@ def run_twins_bench(out_root: Path, cases: list[str], length: int, start: int, k
             t0 = time.perf_counter()
             den = window_denoiser(cfg, preset, params, p.state_shape[0])
             x, _ = smooth(den, y, p.noise_variance, p.operator, spec_of(cfg), cfg.run.seed, range(samples))
-            row(name, x.mean(0), x.var(0), time.perf_counter() - t0, f"k={k}, S={samples}, {setting}", x)
+            row(name, x.mean(0), x.var(0), time.perf_counter() - t0,
+                ", ".join([f"k={k}, S={samples}", *extra, setting]), x)
         if preset == "lorenz63":
             t0 = time.perf_counter()
             ref = particle_reference(preset, params, y, p.noise_variance, p.operator, particles, 256, cfg.run.seed)
@@ -173,30 +201,40 @@ def run_twins_bench(out_root: Path, cases: list[str], length: int, start: int, k
             row("bootstrap PF filter", *ref["filter"], seconds, f"N={particles}, from the climatology")
             tr = ref["smoother"]
             row("bootstrap PF smoother (FFBSi)", tr.mean(0), tr.var(0), seconds, f"N={particles}, M=256", tr)
-        t0 = time.perf_counter()
-        run_cfg = load_config(overrides=[*data, "filter.method=etkf", f"run.cycles={start + length}", *etkf])
-        assimilate(run_cfg, data_dir, out_root / f"etkf-{case}", fresh=True)
-        ds = xr.open_zarr(out_root / f"etkf-{case}" / "analysis.zarr")
-        rmse_t, spread_t = ds["rmse_analysis"].values[-length:], ds["spread_analysis"].values[-length:]
-        rows.append(dict(case=case, title=title, method="ETKF (spun up)", rmse=float(rmse_t.mean()),
-                         spread=float(spread_t.mean()), mirrored=None, seconds=time.perf_counter() - t0,
-                         setting=" ".join(etkf) + ", from cycle 0"))
-        log(f"{case} ETKF: RMSE {rows[-1]['rmse']:.3f}")
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    table = markdown_table(["case", "method", "setting", "RMSE", "RMSE mirrored", "spread", "seconds"],
+            for q in blur:
+                t0 = time.perf_counter()
+                tr = particle_reference(preset, params, y, p.noise_variance, p.operator, particles, 256, cfg.run.seed,
+                                        q)["smoother"]
+                row("bootstrap PF smoother (FFBSi), blurred model", tr.mean(0), tr.var(0), time.perf_counter() - t0,
+                    f"N={particles}, M=256, model noise q'={q:g} (truth: {params['q']:g})", tr)
+        for name, filter_overrides in filters.items():
+            t0 = time.perf_counter()
+            run_cfg = load_config(overrides=[*data, f"run.cycles={start + length}", *filter_overrides])
+            run_dir = out_root / f"{name.split()[0].lower()}-{case}"
+            assimilate(run_cfg, data_dir, run_dir, fresh=True)
+            ds = xr.open_zarr(run_dir / "analysis.zarr")
+            rmse_t, spread_t = ds["rmse_analysis"].values[-length:], ds["spread_analysis"].values[-length:]
+            rows.append(dict(case=case, title=title, method=name, rmse=float(rmse_t.mean()),
+                             spread=float(spread_t.mean()), mirrored=None, misfit=None, seconds=time.perf_counter() - t0,
+                             setting=" ".join(filter_overrides[1:]) + ", from cycle 0"))
+            log(f"{case} {name}: RMSE {rows[-1]['rmse']:.3f}")
+    fmt = lambda v, digits=3: "-" if v is None else f"{v:.{digits}f}"  # noqa: E731
+    table = markdown_table(["case", "method", "setting", "RMSE", "RMSE mirrored", "spread", "misfit", "seconds"],
                            [[r["title"], r["method"], r["setting"], f"{r['rmse']:.3f}", fmt(r["mirrored"]),
-                             f"{r['spread']:.3f}", f"{r['seconds']:.1f}"] for r in rows])
+                             f"{r['spread']:.3f}", fmt(r["misfit"], 2), f"{r['seconds']:.1f}"] for r in rows])
     body = (f"One window of L = {length} observation times (cycles {start + 1}..{start + length}) per case, "
             f"model noise q = 0.1 per cycle, the truth and observations of `diffda make-data` (seed 0); "
             f"Lorenz-63 cycles of 0.25 time units (25 RK4 steps), noise variance 2; Lorenz-96 one RK4 step "
             f"of 0.05, noise variance 1. Both smoothers: `diffda smooth` with {' '.join(SMOOTHER)}, "
-            f"smoother.window_half_width={k}, smoother.samples={samples}; KDE: {' '.join(KDE)}; network: "
-            f"`diffda train --set kind=window-mlp --set window_half_width={k}` (batch 256, lr 1e-3, units x blocks "
+            f"smoother.window_half_width={k}, smoother.samples={samples}, and the case's overrides in the setting; "
+            f"KDE: {' '.join(KDE)}; network: `diffda train --set kind=KIND --set window_half_width={k}` (batch 256, "
+            f"lr 1e-3; the MLP, window-mlp, for Lorenz-63, the ring convolution, window-conv, for Lorenz-96; size "
             f"and steps in the setting) on {train_cycles} cycles of the same chain (seed 1; held out: the last "
             f"10 %; seconds: the smoothing only, training in the setting). The smoothers and the bootstrap PF rows "
-            f"see the window's observations only (prior: the climatology); the ETKF row has also seen the "
+            f"see the window's observations only (prior: the climatology); the (L)ETKF rows have also seen the "
             f"{start} cycles before the window and started around the truth. RMSE and spread: means over the "
             f"window's times of the per-time RMSE of the mean and of the ensemble spread; RMSE mirrored: the "
             f"same after replacing each sampled trajectory by its mirror image (-x, -y, z) where that is closer "
-            f"to the truth (the |x| case's symmetry).\n\n{table}\n")
+            f"to the truth (the |x| case's symmetry); misfit: the median one-step residual |x' - m(x)|^2 / (D q) "
+            f"of the sampled trajectories (about 1 for draws of the chain).\n\n{table}\n")
     return body, rows

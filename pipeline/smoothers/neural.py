@@ -1,4 +1,9 @@
-r"""The trained window denoiser (``model=neural`` in ``diffda smooth``): EDM preconditioning around :class:`WindowMLP`.
+r"""The trained window denoiser (``model=neural`` in ``diffda smooth``): EDM preconditioning around a window network.
+
+The network ``F`` is :class:`~pipeline.models.window_mlp.WindowMLP` (``window-mlp``: any twin) or
+:class:`~pipeline.models.window_conv.WindowConv` (``window-conv``: a ring's components, Lorenz-96 and the
+linear twin, whose ``mu`` and ``s`` are then pooled over the components so that ``D`` commutes with the
+ring's rotations too).
 
 The window ``x`` ``[W, D]`` of ``W = 2k+1`` consecutive twin states is in physical units (the smoother's
 space: observations and operators act on it); ``mu`` and ``s`` ``[D]`` are the per-component mean and std of
@@ -18,7 +23,7 @@ posterior variance of that independent prior (MMPS ``covariance=diagonal``); ``c
 differentiates through the network.
 
 Shapes: ``x_t`` ``[B, W, D]``, ``t`` scalar or ``[B]``, condition ignored (``[B, 0]``); result ``[B, W, D]``.
-Checkpoint (:mod:`pipeline.models.network_checkpoint`): ``architecture.kind = "window-mlp"``, ``window``
+Checkpoint (:mod:`pipeline.models.network_checkpoint`): ``architecture.kind`` one of ``WINDOW_KINDS``, ``window``
 (``half_width`` k, ``width`` W, ``dim`` D), ``normalisation`` (``mean``, ``std``), ``system`` (the twin's
 preset and dynamics keys, :func:`pipeline.data.twins.system_of`); :func:`check_meta` refuses one whose
 width, dimension or system differ from the run, before the weights are read.
@@ -36,14 +41,13 @@ from ..config import ConfigError
 from ..diffusion.denoiser import expand_time
 from ..diffusion.schedules import Schedule
 from ..errors import InputError
-from ..models.network_checkpoint import FORMAT, load_checkpoint, read_meta
+from ..models.network_checkpoint import FORMAT, WINDOW_KINDS, kind_of, load_checkpoint, read_meta
+from ..models.window_conv import WindowConvConfig
 from ..models.window_mlp import WindowMLPConfig
-
-KIND = "window-mlp"
 
 
 class NeuralWindowDenoiser:
-    """``E[x | x_t]`` of a window from a trained :class:`WindowMLP`; the Denoiser protocol."""
+    """``E[x | x_t]`` of a window from a trained window network; the Denoiser protocol."""
 
     def __init__(self, net: nn.Module, schedule: Schedule | None, mean: Tensor, std: Tensor, k: int,
                  sigma_min: float = 1e-3, sigma_max: float = 100.0):
@@ -87,7 +91,7 @@ class NeuralWindowDenoiser:
     def from_checkpoint(cls, path: str | Path, schedule: Schedule | None, k: int,
                         system: dict) -> "NeuralWindowDenoiser":
         """Load ``path`` after :func:`check_meta` against the run (``k``, ``system`` with its ``dim``)."""
-        meta = read_meta(path, kind=KIND)
+        meta = read_meta(path, kind=WINDOW_KINDS)
         check_meta(meta, path, k, system)
         net, meta = load_checkpoint(path)
         norm, pre = meta["normalisation"], meta["preconditioning"]
@@ -95,13 +99,13 @@ class NeuralWindowDenoiser:
                    float(pre["sigma_min"]), float(pre["sigma_max"]))
 
 
-def make_meta(config: WindowMLPConfig, k: int, mean: Tensor, std: Tensor, system: dict, *, step: int = 0,
+def make_meta(config: WindowMLPConfig | WindowConvConfig, k: int, mean: Tensor, std: Tensor, system: dict, *, step: int = 0,
               sigma_min: float = 1e-3, sigma_max: float = 100.0, training: dict | None = None) -> dict:
     """The ``meta.json`` dictionary of a window network (plain JSON types)."""
     return {
         "format": FORMAT,
         "software": {"diffda": __version__, "torch": torch.__version__},
-        "architecture": {"kind": KIND, **config.to_dict()},
+        "architecture": {"kind": kind_of(config), **config.to_dict()},
         "window": {"half_width": k, "width": 2 * k + 1, "dim": config.dim},
         "normalisation": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
         "system": dict(system),
@@ -112,12 +116,12 @@ def make_meta(config: WindowMLPConfig, k: int, mean: Tensor, std: Tensor, system
 
 def check_meta(meta: dict, path: str | Path, k: int, system: dict) -> None:
     """Refuse a window network of another width (``smoother.window_half_width``), dimension or system."""
-    window, trained = meta["window"], meta["system"]
+    window, trained, kind = meta["window"], meta["system"], meta["architecture"]["kind"]
     if window["width"] != 2 * k + 1:
         raise ConfigError(f"model.checkpoint={path} spans {window['width']} states (k = {window['half_width']}) but "
                           f"smoother.window_half_width={k} needs 2k+1 = {2 * k + 1}; set "
                           f"smoother.window_half_width={window['half_width']} or train one with "
-                          f"`diffda train --set kind=window-mlp --set window_half_width={k}`")
+                          f"`diffda train --set kind={kind} --set window_half_width={k}`")
     if window["dim"] != system["dim"]:
         raise InputError(f"model.checkpoint={path} models states of {window['dim']} components but the data's "
                          f"state 'x' has {system['dim']} (the {system['preset']} preset's dim)")

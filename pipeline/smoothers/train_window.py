@@ -1,9 +1,16 @@
-r"""Training the smoother's window network (``diffda train --set kind=window-mlp``) from a twin trajectory.
+r"""Training the smoother's window network (``diffda train --set kind=window-mlp|window-conv``) on a twin.
+
+Networks. ``kind=window-mlp``: :class:`~pipeline.models.window_mlp.WindowMLP` (``hidden`` units, ``depth``
+blocks), any twin. ``kind=window-conv``: :class:`~pipeline.models.window_conv.WindowConv` (``hidden``
+channels, ``depth`` blocks, ``kernel`` taps) over the components of a ring (``RINGS``: Lorenz-96, the
+linear twin); refused on Lorenz-63, whose three components are no ring.
 
 Samples. A twin's ``truth.zarr`` (``x`` over ``(time, component)``; long ones from ``diffda make-data PRESET
 --set cycles=N``) holds one run of the ergodic chain; its first ``1 - val_fraction`` of the times give the
-``T - 2k`` overlapping windows ``x_{j..j+2k}`` ``[W, D]``, ``W = 2k+1``, and the per-component mean ``mu`` and
-std ``s`` ``[D]`` of the preconditioning (:mod:`.neural`).
+``T - 2k`` overlapping windows ``x_{j..j+2k}`` ``[W, D]``, ``W = 2k+1``, and the mean ``mu`` and std ``s``
+``[D]`` of the preconditioning (:mod:`.neural`): per component, or for ``window-conv`` pooled over the
+components (``mu_d = mean over times and components``, ``s_d² = mean of (x - mu)²``: the ring is stationary
+in space as well, and a per-component scaling would break the network's rotation symmetry).
 
 Loss: the emulator's EDM loss (:func:`pipeline.models.train.edm_loss`), ``E[|(D(x + sigma eps, sigma) - x) /
 c_out|²]``, with ``sigma = s_bar sigma'``, ``sigma'`` EDM's noise distribution for unit-variance data
@@ -26,11 +33,13 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from ..models.train import Progress, TrainOptions, edm_loss, fit, init_network, sample_sigma
+from ..models.window_conv import WindowConvConfig
 from ..models.window_mlp import WindowMLPConfig
-from .neural import KIND, NeuralWindowDenoiser, make_meta
+from .neural import NeuralWindowDenoiser, make_meta
 
 HELD_OUT_SIGMAS = (0.1, 0.3, 1.0, 3.0)  # sigma / s_bar
 HELD_OUT_WINDOWS = 4096
+RINGS = ("linear", "lorenz96")  # twins whose components lie on a ring (window-conv)
 
 
 def cut_windows(x: Tensor, k: int) -> Tensor:
@@ -38,16 +47,30 @@ def cut_windows(x: Tensor, k: int) -> Tensor:
     return x.unfold(0, 2 * k + 1, 1).permute(0, 2, 1).contiguous()
 
 
-class WindowTask:
-    """The window network (``kind=window-mlp``) for :func:`pipeline.models.train.fit`."""
+def window_config(opts: TrainOptions, width: int, dim: int) -> WindowMLPConfig | WindowConvConfig:
+    """The architecture of ``opts.kind`` for windows ``[width, dim]``."""
+    if opts.kind == "window-conv":
+        return WindowConvConfig(width=width, dim=dim, channels=opts.hidden, depth=opts.depth, kernel=opts.kernel,
+                                emb=opts.emb)
+    return WindowMLPConfig(width=width, dim=dim, hidden=opts.hidden, depth=opts.depth, emb=opts.emb)
 
-    kind = KIND
+
+def normalisation(x: Tensor, kind: str) -> tuple[Tensor, Tensor]:
+    """``(mu, s)`` ``[D]`` of ``x`` ``[T, D]``: per component, pooled over the components for ``window-conv``."""
+    if kind == "window-conv":
+        mu = x.mean()
+        return mu.expand(x.shape[1]).clone(), ((x - mu) ** 2).mean().sqrt().clamp_min(1e-12).expand(x.shape[1]).clone()
+    return x.mean(0), x.std(0).clamp_min(1e-12)
+
+
+class WindowTask:
+    """The window network (``kind=window-mlp`` or ``window-conv``) for :func:`pipeline.models.train.fit`."""
 
     def __init__(self, windows: Tensor, mean: Tensor, std: Tensor, system: dict, opts: TrainOptions):
         self.windows, self.mean, self.std, self.system, self.opts = windows, mean, std, system, opts
         self.k = (windows.shape[1] - 1) // 2
-        self.config = WindowMLPConfig(width=windows.shape[1], dim=windows.shape[2], hidden=opts.hidden,
-                                      depth=opts.depth, emb=opts.emb)
+        self.kind = opts.kind
+        self.config = window_config(opts, windows.shape[1], windows.shape[2])
         self.architecture = self.config.to_dict()
 
     def network(self, seed: int) -> nn.Module:
@@ -117,13 +140,19 @@ def train_window_from_store(store_path: str | Path, out_dir: str | Path, opts: T
     from ..models.train import _rank_world
 
     x, preset, params = read_twin(store_path)
+    if opts.kind == "window-conv" and preset not in RINGS:
+        raise InputError(f"kind=window-conv convolves over a ring of components ({', '.join(RINGS)}); {store_path} "
+                         f"holds a {preset} trajectory, whose components are no ring: use --set kind=window-mlp")
+    if opts.kind == "window-conv" and opts.kernel // 2 > x.shape[1]:
+        raise InputError(f"kernel={opts.kernel} spans more than the ring of {x.shape[1]} components of {store_path}; "
+                         f"set kernel to at most {2 * x.shape[1] + 1}")
     k = opts.window_half_width
     n_val = int(round(opts.val_fraction * x.shape[0]))
     train_part, val_part = x[: x.shape[0] - n_val], x[x.shape[0] - n_val:]
     if train_part.shape[0] < 2 * k + 1:
         raise InputError(f"window_half_width={k} needs at least 2k+1 = {2 * k + 1} training times; {store_path} "
                          f"gives {train_part.shape[0]}: make longer data (diffda make-data ... --set cycles=N)")
-    mean, std = train_part.mean(0), train_part.std(0).clamp_min(1e-12)
+    mean, std = normalisation(train_part, opts.kind)
     system = system_of(preset, params)
     result = fit(WindowTask(cut_windows(train_part, k), mean, std, system, opts), out_dir, opts, progress, stop_at)
     losses = result.losses[-50:]

@@ -272,11 +272,16 @@ def speed_bench(args: argparse.Namespace) -> int:
 
 
 def kde_bench(args: argparse.Namespace) -> int:
-    from ..bench.bench_kde import run_kde
+    from ..bench.bench_kde import METHODS, SETTINGS, run_kde
 
     apply_overrides({}, args.overrides)  # syntax check before any work
-    body, _ = run_kde(args.out, [int(n) for n in args.particles.split(",")], args.cycles, args.methods.split(","),
-                      args.settings.split(","), args.overrides, log=_log)
+    methods, settings = args.methods.split(","), args.settings.split(",")
+    for name, given, known in (("--methods", methods, METHODS), ("--settings", settings, SETTINGS)):
+        unknown = [g for g in given if g not in known]
+        if unknown:
+            raise DiffdaError(f"diffda bench kde: unknown {name} {unknown}; choose from {','.join(known)}")
+    body, _ = run_kde(args.out, [int(n) for n in args.particles.split(",")], args.cycles, methods, settings,
+                      args.overrides, log=_log)
     return _publish(args.report, "kde", "The closed-form KDE filter on Lorenz-63 every 0.1 time units", body)
 
 

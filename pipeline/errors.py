@@ -7,3 +7,9 @@ class DiffdaError(Exception):
 
 class InputError(DiffdaError):
     """Bad input data: a missing variable, a wrong grid, NaNs, a time gap."""
+
+
+class CollectiveError(DiffdaError):
+    """Raised on every rank at the same point, after the ranks agreed (a collective) that the run
+    must stop: a non-finite particle, a locked output. The ranks stop together and exit with
+    status 2, rank 0 reporting; no rank is aborted, so no rank's last output is lost."""

@@ -29,7 +29,7 @@ from . import particle_checkpoint
 from .config import Config
 from .data.era5 import fmt_time
 from .distributed.comm import Comm, LocalComm, TimedComm, shard_sizes, shard_start
-from .errors import DiffdaError
+from .errors import CollectiveError, DiffdaError
 from .evaluate.scores import crps, rmse, spread
 from .filters.base import Filter
 from .filters.ensemble import Ensemble, current, gather_ensemble, weighted_moments
@@ -103,7 +103,7 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
     problem = load_problem(cfg, data_dir, device, dtype)
     n_total = cfg.filter.particles
     if n_total < comm.size:
-        raise DiffdaError(f"filter.particles={n_total} is fewer than the {comm.size} ranks; use at most {n_total} ranks")
+        raise CollectiveError(f"filter.particles={n_total} is fewer than the {comm.size} ranks; use at most {n_total} ranks")
     shape = tuple(problem.state_shape)
     n_local = shard_sizes(n_total, comm.size)[comm.rank]
     micro = cfg.run.micro_batch or auto_micro_batch(int(np.prod(shape)), max(n_local, 1))
@@ -197,7 +197,7 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
             kept = f"the checkpoint of cycle {last_saved} is kept (a rerun resumes there)" if last_saved else \
                 "no checkpoint was written"
             flush(k - 1)
-            raise DiffdaError(f"cycle {k}: particle {bad} is not finite (NaN or infinite) after the filter's cycle; "
+            raise CollectiveError(f"cycle {k}: particle {bad} is not finite (NaN or infinite) after the filter's cycle; "
                               f"the run stopped before writing cycle {k}; {kept}")
         d = result.diagnostics
         analysis = result.analysis

@@ -113,7 +113,7 @@ def locked(comm, out_dir: Path):
     """``out_dir`` locked by rank 0 (:mod:`pipeline.run_lock`) for the block; every rank raises when
     rank 0 could not lock it (another run holds it)."""
     from .. import run_lock
-    from ..errors import DiffdaError
+    from ..errors import CollectiveError, DiffdaError
     from ..run import _any_rank
 
     lock, refused = None, None
@@ -123,7 +123,7 @@ def locked(comm, out_dir: Path):
         except DiffdaError as err:
             refused = err
     if _any_rank(comm, refused is not None):
-        raise refused or DiffdaError(f"{out_dir} is locked by another run (see rank 0)")
+        raise CollectiveError(str(refused) if refused else f"{out_dir} is locked by another run (see rank 0)")
     try:
         if lock is not None and lock.taken_over:
             print(f"warning: {lock.taken_over}", file=sys.stderr, flush=True)

@@ -27,11 +27,15 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping
 
-from ..errors import DiffdaError
+from ..errors import CollectiveError, DiffdaError
 from .launch import DEFAULT_TIMEOUT_S, Context, detect_launcher, env_rank_size, launch
 from .watchdog import FAILURE_KEY, failure_report
+
+
+ABORT_GRACE_S = 0.5
 
 
 def exit_code(err: BaseException) -> int:
@@ -86,6 +90,8 @@ def abort_all(ctx: Context | None, rank: int, err: BaseException, launcher: str)
         if launcher == "mpi":
             from mpi4py import MPI
 
+            time.sleep(ABORT_GRACE_S)  # the launcher forwards this rank's output before Abort kills its proxies
+
             MPI.COMM_WORLD.Abort(code)
     finally:
         os._exit(code)
@@ -97,16 +103,24 @@ def run_ranked(main_fn: Callable[[Context], int | None], *, device: str = "auto"
     """Launch this rank, run ``main_fn(ctx)``, shut the group down; return its exit code.
 
     Under several ranks an exception anywhere (in the launch too) ends the whole job, see the
-    module docstring; with one process it propagates to the caller.
+    module docstring; with one process it propagates to the caller. A
+    :class:`~pipeline.errors.CollectiveError` (raised by every rank together) is no failure of one
+    rank: the group shuts down in step, rank 0 re-raises it (the CLI reports it) and the other
+    ranks return 2.
     """
     env = os.environ if env is None else env
     launcher = detect_launcher(env)
     ctx: Context | None = None
+    together: CollectiveError | None = None
     try:
         ctx = launch(device=device, backend=backend, timeout_s=timeout_s, env=env, single_group=single_group)
         rc = main_fn(ctx)
         ctx.shutdown()
         return int(rc or 0)
+    except CollectiveError as err:
+        if ctx is None or ctx.size <= 1:
+            raise
+        together = err
     except BaseException as err:
         if isinstance(err, SystemExit) and exit_code(err) == 0:
             if ctx is not None:
@@ -118,3 +132,7 @@ def run_ranked(main_fn: Callable[[Context], int | None], *, device: str = "auto"
         rank = ctx.rank if ctx is not None else env_rank_size(env)[0]
         abort_all(ctx, rank, err, launcher)
         raise  # unreachable: abort_all exits
+    ctx.shutdown()  # outside the handler: no exception in flight, so a clean barrier and teardown
+    if ctx.rank == 0:
+        raise together
+    return exit_code(together)

@@ -42,7 +42,7 @@ from ..data.atomic import write_file, write_store, write_text
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.schedules import make_schedule
 from ..distributed.comm import Comm, LocalComm, shard_sizes, shard_start
-from ..errors import DiffdaError, InputError
+from ..errors import CollectiveError, DiffdaError, InputError
 from ..evaluate.scores import crps
 from ..filters.ensemble import gather_rows
 from .smoother import SmootherSpec, smooth
@@ -145,7 +145,7 @@ def smooth_window(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None 
     fp = fingerprint(cfg, unread="filter")
     done = completed(out_dir) if comm.rank == 0 and not fresh else None
     if _any_rank(comm, done is not None and done["fingerprint"] != fp):
-        raise DiffdaError(f"{out_dir} holds a smoothed window of another configuration; choose a new --out "
+        raise CollectiveError(f"{out_dir} holds a smoothed window of another configuration; choose a new --out "
                           f"or pass --fresh")
     if _any_rank(comm, done is not None):
         return SmoothResult(done or {}, Path(out_dir), skipped=True)

@@ -36,3 +36,19 @@ def test_bad_arguments_refused_before_any_run(tmp_path, methods, cycles, match):
     with pytest.raises(DiffdaError, match=match):
         run_sphere(tmp_path / "d", tmp_path / "o", methods, [16], cycles, 10, [])
     assert not (tmp_path / "o").exists()
+
+
+def test_verdict_applies_every_bar_of_issue_14():
+    from pipeline.bench.bench_sphere import verdict
+
+    good = {"ratio_free": 0.6, "ratio_persistence": 0.9, "trend": 1.1, "temperature_at_observed": 0.7,
+            "temperature_noise_std": 1.0, "spread_ratio": 0.9, "rmse": 0.2}
+    warm_obs = {**good, "temperature_at_observed": 1.1}  # every bar but the observed temperature's
+    lines = verdict({("free", 16): {}, ("pf-local", 16): good, ("letkf", 16): warm_obs,
+                     ("pf-local", 64): {**good, "trend": 1.3}}, twin=False).splitlines()
+    assert lines[0].startswith("- pf-local, N = 16") and lines[0].endswith("met. Against the LETKF at the same N: 1.00 x.")
+    assert "not met" not in lines[0]
+    assert "not met" in lines[1] and "T at observed points 1.10 K (bar < 1 K)" in lines[1]
+    assert "trend 1.30 (bar 1.25)" in lines[2] and "not met" in lines[2]
+    twin = verdict({("letkf", 16): {**good, "ratio_free": 0.45, "spread_ratio": 0.5}}, twin=True)
+    assert "0.45 x the free run (bar 0.5), spread/RMSE 0.50 (bar 0.6-1.5): not met" in twin

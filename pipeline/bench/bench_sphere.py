@@ -175,10 +175,12 @@ def verdict(scores: dict, twin: bool) -> str:
             lines.append(f"- {label}, N = {n}: {s['ratio_free']:.2f} x the free run (bar 0.5), spread/RMSE "
                          f"{s['spread_ratio']:.2f} (bar 0.6-1.5): {'met' if ok else 'not met'}.")
         else:
-            bars = [s["ratio_free"] <= 0.7, s["ratio_persistence"] < 1.0, s.get("trend", np.inf) <= 1.25]
+            t_obs, noise = s.get("temperature_at_observed", np.inf), s.get("temperature_noise_std", np.nan)
+            bars = [s["ratio_free"] <= 0.7, s["ratio_persistence"] < 1.0, s.get("trend", np.inf) <= 1.25, t_obs < noise]
             lines.append(f"- {label}, N = {n}: {s['ratio_free']:.2f} x the free run (bar 0.7), "
                          f"{s['ratio_persistence']:.2f} x persistence (bar < 1), trend {s.get('trend', float('nan')):.2f} "
-                         f"(bar 1.25): {'met' if all(bars) else 'not met'}.")
+                         f"(bar 1.25), T at observed points {t_obs:.2f} K (bar < {noise:g} K): "
+                         f"{'met' if all(bars) else 'not met'}.")
         if label in PARTICLE_FILTERS and ("letkf", n) in scores:
             lines[-1] += f" Against the LETKF at the same N: {s['rmse'] / scores[('letkf', n)]['rmse']:.2f} x."
     return "\n".join(lines)

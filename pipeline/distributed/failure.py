@@ -16,7 +16,11 @@ exception (gloo and NCCL only notice closed sockets, or give up after the group 
 * The process group's timeout bounds the rest (a rank stuck without raising).
 
 Exit codes: 2 for a :class:`~pipeline.errors.DiffdaError` (as the CLI), 130 for an interrupt, 1
-otherwise. A single-process run (no peers) re-raises, so the CLI reports it as usual.
+otherwise. A single-process run (no peers) re-raises, so the CLI reports it as usual. A
+:class:`~pipeline.errors.CollectiveError`, which every rank raises at the same point after agreeing
+on it (a non-finite particle, a locked output), is not a failure of one rank: no abort, the group
+shuts down in step and rank 0 reports it (an abort can lose the rank's last output: the launcher
+kills its proxies before they forward it).
 
 This module (with :mod:`~pipeline.distributed.watchdog`, which it builds on) is the process
 boundary of a rank, the one place in the library that prints. Layers, one way down:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .unet import noise_embedding
+from .window_mlp import window_embedding
 
 
 @dataclass(frozen=True)
@@ -90,11 +90,7 @@ class WindowConv(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
-        cfg = self.config
-        if x.shape[1:] != (cfg.width, cfg.dim):
-            raise ValueError(f"network built for windows [B, {cfg.width}, {cfg.dim}], got {tuple(x.shape)}")
-        b = x.shape[0]
-        emb = self.embed(noise_embedding(c_noise.reshape(-1).expand(b), cfg.emb).to(x.dtype))
+        emb = window_embedding(self.config, self.embed, x, c_noise)
         h = self.stem(x)
         for block in self.blocks:
             h = block(h, emb)

@@ -57,6 +57,14 @@ class Block(nn.Module):
         return h + self.outer(F.silu(self.norm(self.inner(F.silu(h))) * (1 + scale) + shift))
 
 
+def window_embedding(cfg, embed: nn.Module, x: Tensor, c_noise: Tensor) -> Tensor:
+    """The noise embedding ``[B, emb]`` of a batch of windows ``x`` ``[B, width, dim]``, after checking
+    the window shape against the network's ``cfg`` (width, dim, emb): shared by the window networks."""
+    if x.shape[1:] != (cfg.width, cfg.dim):
+        raise ValueError(f"network built for windows [B, {cfg.width}, {cfg.dim}], got {tuple(x.shape)}")
+    return embed(noise_embedding(c_noise.reshape(-1).expand(x.shape[0]), cfg.emb).to(x.dtype))
+
+
 class WindowMLP(nn.Module):
     """``F(x [B, W, D], c_noise [B]) -> [B, W, D]``; see the module docstring."""
 
@@ -73,12 +81,8 @@ class WindowMLP(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
-        cfg = self.config
-        if x.shape[1:] != (cfg.width, cfg.dim):
-            raise ValueError(f"network built for windows [B, {cfg.width}, {cfg.dim}], got {tuple(x.shape)}")
-        b = x.shape[0]
-        emb = self.embed(noise_embedding(c_noise.reshape(-1).expand(b), cfg.emb).to(x.dtype))
-        h = self.stem(x.reshape(b, -1))
+        emb = window_embedding(self.config, self.embed, x, c_noise)
+        h = self.stem(x.reshape(x.shape[0], -1))
         for block in self.blocks:
             h = block(h, emb)
         return self.out(F.silu(self.out_norm(h))).reshape(x.shape)

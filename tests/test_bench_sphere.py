@@ -52,3 +52,12 @@ def test_verdict_applies_every_bar_of_issue_14():
     assert "trend 1.30 (bar 1.25)" in lines[2] and "not met" in lines[2]
     twin = verdict({("letkf", 16): {**good, "ratio_free": 0.45, "spread_ratio": 0.5}}, twin=True)
     assert "0.45 x the free run (bar 0.5), spread/RMSE 0.50 (bar 0.6-1.5): not met" in twin
+
+
+def test_a_bad_number_list_is_refused_naming_the_option(capsys):
+    from pipeline import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["bench", "sphere", "--particles", "16,x"])
+    assert exit_.value.code == 2
+    assert "argument --particles: expected comma-separated integers, e.g. 16,64; got '16,x'" in capsys.readouterr().err

@@ -17,13 +17,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     bsub = p.add_subparsers(dest="bench", metavar="NAME", required=True)
     f = bsub.add_parser("filters", help="PF (optimal proposal), bootstrap PF and ETKF on a twin")
     f.add_argument("--preset", default="lorenz96")
-    f.add_argument("--particles", default="20,100", help="comma-separated ensemble sizes")
+    f.add_argument("--particles", default="20,100", type=_ints, help="comma-separated ensemble sizes")
     f.add_argument("--data", type=Path, default=None)
     f.add_argument("--out", type=Path, default=Path("runs/bench-filters"))
     _add_overrides(f, "common config override for every case, e.g. --set run.cycles=100")
     f.set_defaults(func=filters)
     lk = bsub.add_parser("letkf", help="LETKF beside DAPPER's on Lorenz-96 sakov2008 (q = 0)")
-    lk.add_argument("--particles", default="7,10,20,40", help="comma-separated ensemble sizes")
+    lk.add_argument("--particles", default="7,10,20,40", type=_ints, help="comma-separated ensemble sizes")
     lk.add_argument("--cycles", type=int, default=500)
     lk.add_argument("--spinup", type=int, default=100)
     lk.add_argument("--loc-rad", type=float, default=4.0, help="DAPPER's loc_rad (diffda's radius is 1.82 x it)")
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     lk.add_argument("--out", type=Path, default=Path("runs/bench-letkf"))
     lk.set_defaults(func=letkf_bench)
     sc = bsub.add_parser("scaling", help="the same run under mpiexec -n P for several P")
-    sc.add_argument("--ranks", default="1,2", help="comma-separated rank counts (default 1,2)")
+    sc.add_argument("--ranks", default="1,2", type=_ints, help="comma-separated rank counts (default 1,2)")
     sc.add_argument("--data", type=Path, default=Path("data/lorenz96"))
     sc.add_argument("--out", type=Path, default=Path("runs/bench-scaling"))
     _add_overrides(sc)
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     io.set_defaults(func=io_bench)
     dn = bsub.add_parser("denoiser", help="neural denoiser throughput (particle-steps/s), fp32 vs bf16")
     _add_checkpoint(dn)
-    dn.add_argument("--batches", default="16,64,256", help="comma-separated micro-batch sizes")
+    dn.add_argument("--batches", default="16,64,256", type=_ints, help="comma-separated micro-batch sizes")
     dn.add_argument("--dtypes", default="fp32,bf16", help="network autocast dtypes: fp32, bf16")
     dn.add_argument("--device", default="auto")
     dn.add_argument("--compile", action="store_true", help="torch.compile the network")
@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--out", type=Path, default=Path("runs/bench-speed"))
     sp.set_defaults(func=speed_bench)
     kd = bsub.add_parser("kde", help="the KDE filter against etkf, pf-bootstrap, pf-optimal on Lorenz-63 (dt_obs 0.1)")
-    kd.add_argument("--particles", default="10,20,50,100,250", help="comma-separated ensemble sizes")
+    kd.add_argument("--particles", default="10,20,50,100,250", type=_ints, help="comma-separated ensemble sizes")
     kd.add_argument("--cycles", type=int, default=500)
     kd.add_argument("--methods", default="kde,etkf,pf-bootstrap,pf-optimal")
     kd.add_argument("--settings", default="x3,abs", help="x3 (x3 alone, identity) and/or abs (all through |x|)")
@@ -79,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_overrides(kd)
     kd.set_defaults(func=kde_bench)
     ab = bsub.add_parser("abs", help="every filter on Lorenz-96 observed through |x| (q = 0.1), beside DAPPER's")
-    ab.add_argument("--particles", default="20,40", help="comma-separated ensemble sizes")
+    ab.add_argument("--particles", default="20,40", type=_ints, help="comma-separated ensemble sizes")
     ab.add_argument("--cycles", type=int, default=400)
     ab.add_argument("--spinup", type=int, default=40)
     ab.add_argument("--methods", default=None, help="comma-separated subset of the rows (default: all)")
@@ -104,8 +104,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_overrides(sk, "config override of the assimilation, e.g. --set filter.particles=16")
     sk.set_defaults(func=skill_bench)
     sm = bsub.add_parser("smoother", help="the smoother's error against RTS for k and C (linear twin)")
-    sm.add_argument("--k", default="1,2,3,4", help="comma-separated window half-widths")
-    sm.add_argument("--corrections", default="0,1,2", help="comma-separated Langevin corrections C")
+    sm.add_argument("--k", default="1,2,3,4", type=_ints, help="comma-separated window half-widths")
+    sm.add_argument("--corrections", default="0,1,2", type=_ints, help="comma-separated Langevin corrections C")
     sm.add_argument("--variants", default="mmps-windows,mmps-diagonal,sda")
     sm.add_argument("--samples", type=int, default=256)
     sm.add_argument("--length", type=int, default=15, help="observation times in the window")
@@ -131,7 +131,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sh.add_argument("--data", type=Path, default=Path("data/sphere"), help="sphere data (made if absent: the default)")
     sh.add_argument("--methods", default="pf-local,letkf,pf-tempered", help="comma-separated rows beside the free "
                     "run: pf-local, letkf, pf-tempered")
-    sh.add_argument("--particles", default="16,64", help="comma-separated ensemble sizes")
+    sh.add_argument("--particles", default="16,64", type=_ints, help="comma-separated ensemble sizes")
     sh.add_argument("--cycles", type=int, default=50)
     sh.add_argument("--spinup", type=int, default=10)
     sh.add_argument("--jobs", type=int, default=2, help="rows run at a time (one torch thread each)")
@@ -150,6 +150,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     gp.set_defaults(func=gpu_bench)
     for b in bsub.choices.values():
         b.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
+
+
+def _ints(text: str) -> list[int]:
+    """An option's comma-separated integers, e.g. ``16,64``; argparse names the option when one is not."""
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 16,64; got {text!r}") from None
 
 
 def _add_overrides(p: argparse.ArgumentParser, help: str | None = None) -> None:
@@ -190,7 +198,7 @@ def filters(args: argparse.Namespace) -> int:
 
     apply_overrides({}, args.overrides)  # syntax check before any work
     data = args.data or Path("data") / args.preset
-    body, _ = run_filters(data, args.out, args.preset, [int(n) for n in args.particles.split(",")],
+    body, _ = run_filters(data, args.out, args.preset, args.particles,
                           args.overrides, log=_log)
     return _publish(args.report, f"filters-{args.preset}", f"Filters on the {args.preset} twin", body)
 
@@ -198,7 +206,7 @@ def filters(args: argparse.Namespace) -> int:
 def letkf_bench(args: argparse.Namespace) -> int:
     from ..bench.bench_letkf import run_letkf
 
-    body, _ = run_letkf(args.data, args.out, [int(n) for n in args.particles.split(",")], args.cycles, args.spinup,
+    body, _ = run_letkf(args.data, args.out, args.particles, args.cycles, args.spinup,
                         args.loc_rad, log=_log)
     return _publish(args.report, "letkf-dapper", "LETKF beside DAPPER (Lorenz-96 sakov2008)", body)
 
@@ -213,7 +221,7 @@ def scaling(args: argparse.Namespace) -> int:
 
     overrides = ["data.preset=lorenz96", "filter.particles=64", "run.cycles=50", *args.overrides]
     ensure_data(load_config(overrides=overrides), args.data)
-    table, _ = run_scaling(args.data, args.out, [int(p) for p in args.ranks.split(",")], overrides)
+    table, _ = run_scaling(args.data, args.out, args.ranks, overrides)
     body = (f"Machine: {platform.machine()}, {os.cpu_count()} cores; one thread per rank; config: "
             f"{', '.join(overrides)}. Fractions are of rank 0's cycle time (comm includes waiting for "
             f"other ranks).\n\n{table}\n")
@@ -244,7 +252,7 @@ def denoiser_bench(args: argparse.Namespace) -> int:
     from ..bench.bench_denoiser import run_denoiser_bench
 
     ckpt = _checkpoint(args.checkpoint)
-    body, _ = run_denoiser_bench(ckpt, [int(b) for b in args.batches.split(",")], args.dtypes.split(","),
+    body, _ = run_denoiser_bench(ckpt, args.batches, args.dtypes.split(","),
                                  device=args.device, compile=args.compile, cuda_graphs=args.cuda_graphs,
                                  repeats=args.repeats, guided_batch=args.guided_batch,
                                  cg_iterations=args.cg_iterations, log=_log)
@@ -280,7 +288,7 @@ def kde_bench(args: argparse.Namespace) -> int:
         unknown = [g for g in given if g not in known]
         if unknown:
             raise DiffdaError(f"diffda bench kde: unknown {name} {unknown}; choose from {','.join(known)}")
-    body, _ = run_kde(args.out, [int(n) for n in args.particles.split(",")], args.cycles, methods, settings,
+    body, _ = run_kde(args.out, args.particles, args.cycles, methods, settings,
                       args.overrides, log=_log)
     return _publish(args.report, "kde", "The closed-form KDE filter on Lorenz-63 every 0.1 time units", body)
 
@@ -292,7 +300,7 @@ def abs_bench(args: argparse.Namespace) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise DiffdaError(f"diffda bench abs: unknown --methods {unknown}; choose from {','.join(METHODS)}")
-    body, _ = run_abs(args.out, [int(n) for n in args.particles.split(",")], args.cycles, args.spinup, methods,
+    body, _ = run_abs(args.out, args.particles, args.cycles, args.spinup, methods,
                       log=_log)
     return _publish(args.report, "abs-lorenz96", "Every filter on Lorenz-96 observed through |x|", body)
 
@@ -326,8 +334,8 @@ def smoother_bench(args: argparse.Namespace) -> int:
     from ..smoothers.bench import run_smoother_bench
 
     apply_overrides({}, args.overrides)  # syntax check before any work
-    body, _ = run_smoother_bench(args.data, [int(k) for k in args.k.split(",")],
-                                 [int(c) for c in args.corrections.split(",")], args.variants.split(","),
+    body, _ = run_smoother_bench(args.data, args.k,
+                                 args.corrections, args.variants.split(","),
                                  args.samples, args.length, args.overrides, log=_log)
     return _publish(args.report, "smoother", "Score-based smoother against the RTS oracle (k, C)", body)
 
@@ -356,8 +364,7 @@ def sphere_bench(args: argparse.Namespace) -> int:
     if args.data == Path("data/sphere"):
         _sphere_data(args.data)
     methods = [m for m in args.methods.split(",") if m]
-    particles = [int(n) for n in args.particles.split(",")]
-    body, scores = run_sphere(args.data, out, methods, particles, args.cycles, args.spinup, args.overrides,
+    body, scores = run_sphere(args.data, out, methods, args.particles, args.cycles, args.spinup, args.overrides,
                               jobs=args.jobs, fresh=args.fresh, log=_log)
     png = args.report.parent / "img" / f"{name}.png"
     png.parent.mkdir(parents=True, exist_ok=True)

@@ -98,6 +98,10 @@ class FilterConfig(Section):
         "resample", description="pf-local: how the local weights move the particles: resample (local systematic "
         "resampling blended over neighbouring columns) | netf (the deterministic second-order transform of the "
         "local weights, Toedter & Ahrens 2015: weighted mean and covariance exactly, no duplicates)")
+    hybrid: float = Field(
+        0.0, ge=0.0, le=1.0, description="pf-local (transform=netf; other methods ignore it): h of the hybrid particle-Kalman update "
+        "(Nerger 2022's LKNETF): per column the share gamma = h (1 - ESS/N) of the likelihood goes to a local ETKF "
+        "step after the NETF (pipeline/filters/hybrid.py); 0 = the particle filter alone")
     additive_inflation: float = Field(
         0.0, ge=0.0, description="scale a of the additive model-error perturbations of the carried ensemble "
         "(recentred draws with the covariance of the model-error samples; pipeline/filters/additive.py); 0 = off")
@@ -115,6 +119,17 @@ class FilterConfig(Section):
         if not (0 < lo <= hi <= 1):
             raise ValueError(f"need 0 < lo <= hi <= 1 (fractions of N), e.g. [0.2, 0.25]; got {list(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _hybrid(self) -> "FilterConfig":
+        if self.hybrid > 0 and self.method == "pf-local":  # other methods ignore it, as they do transform
+            if self.transform != "netf":
+                raise ValueError(f"filter.hybrid={self.hybrid} is the hybrid update of pf-local's NETF transform: set "
+                                 f"filter.transform=netf (got {self.transform}), or filter.hybrid=0")
+            if self.tempering != "none":
+                raise ValueError("filter.hybrid > 0 already tempers pf-local's particle step (by 1 - gamma): set "
+                                 "filter.tempering=none")
+        return self
 
 
 class RunConfig(Section):

@@ -312,7 +312,8 @@ def make_filter(cfg: Config, comm: Comm, propagator: Propagator, problem: Proble
         from .filters.pf_local import LocalPF
 
         return LocalPF(comm, propagator, shape, geometry, f.particles, f.localization_radius, cfg.run.seed,
-                       band=band, history=history, rtps=f.rtps, inflation=f.inflation, transform=f.transform)
+                       band=band, history=history, rtps=f.rtps, inflation=f.inflation, transform=f.transform,
+                       hybrid=f.hybrid)
     raise DiffdaError(f"filter.method={method} is not implemented")
 
 

@@ -32,6 +32,7 @@ def data(tmp_path_factory):
     ("letkf", ["filter.inflation=1.05", "filter.rtps=0.3"]),
     ("pf-local", ["filter.weights=seed", "filter.tempering=adaptive", "filter.rtps=0.5", "filter.inflation=1.05"]),
     ("pf-local", ["filter.transform=netf", "filter.rtps=0.5"]),
+    ("pf-local", ["filter.transform=netf", "filter.hybrid=1.0", "filter.rtps=0.5"]),
 ])
 def test_local_filters_independent_of_ranks(data, tmp_path, method: str, extra: list[str]) -> None:
     if MPIEXEC is None:

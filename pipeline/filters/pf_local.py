@@ -31,6 +31,10 @@ Per cycle:
    weighted covariance exactly, deterministically and without duplicates: no sampling noise, and
    fields stay smooth because the local weights vary smoothly with the tapered likelihoods (no
    blending needed). Uniform weights give ``T_p = I``;
+4c. hybrid (``hybrid = h > 0``, NETF only): the NETF takes the share ``1 - gamma_p`` of each column's
+   likelihood, ``gamma_p = h (1 - N^eff_p / N)`` from the untempered local weights, and a local ETKF
+   step with ``R / gamma_p`` follows on the NETF's members (:mod:`.hybrid`; Nerger 2022's LKNETF); the
+   spread target of step 4b then uses the hybrid ensemble's own spread as ``sigma^w``;
 5. propagation from ``x~_j`` by guided reverse diffusion (the proposal uses the true ``Sigma_y``);
    weights are uniform afterwards (the local weights are spent in the resampling).
 
@@ -54,6 +58,7 @@ from ..rng import shared_uniform
 from .base import CycleResult, Diagnostics
 from .columns import all_ids, column_block, from_columns, to_columns
 from .ensemble import Ensemble, advance, gather_rows, global_log_weights, weighted_moments
+from .hybrid import hybrid_gamma, kalman_after
 from .localisation import Geometry, local_observations, smoothing_matrix
 from .propagate import Propagator
 from .tempering import adaptive_alpha_columns, batched_ess
@@ -92,6 +97,7 @@ class LocalPF:
     rtps: float = 0.0  # relaxation of the resampled spread to the prior's (step 4b)
     inflation: float = 1.0  # multiplies the target spread of step 4b
     transform: str = "resample"  # "resample" (steps 3-4) | "netf"
+    hybrid: float = 0.0  # h of step 4c (netf only): the Kalman step's share of the likelihood, gamma = h (1 - ESS/N)
 
     def cycle(self, ens: Ensemble, cycle: int, observation: Observation) -> CycleResult:
         comm, p, shape = self.comm, self.propagator, self.state_shape
@@ -102,43 +108,62 @@ class LocalPF:
         diag = Diagnostics(ess=float(batched_ess(log_prior[None])[0]))
         if observation.size:
             hm = observation.operator(m) if ens.n_local else m.new_zeros((0, observation.size))
-            ll = gather_rows(comm, ens.ids, per_obs_log_likelihood(observation, hm).cpu())[0]  # [N, M]
-            log_w, diag = self.local_weights(log_prior, ll, observation)
-            x = self.update(ens.ids, ens.x, log_w, cycle)
+            hm = gather_rows(comm, ens.ids, hm.double().cpu())[0]  # [N, M]
+            log_w, diag, gamma = self.local_weights(log_prior, per_obs_log_likelihood(observation, hm), observation)
+            x = self.update(ens.ids, ens.x, log_w, cycle, None if gamma is None else (gamma, hm, observation))
             diag.resampled = True
         log_w_new = torch.full((ens.n_local,), -math.log(self.n_total), dtype=torch.float64)
         x_next = p.propagate(x, ens.ids, cycle, shape, observation)
         return CycleResult(Ensemble(ens.ids, advance(x, x_next, self.history), log_w_new), forecast_mean, diag)
 
-    def local_weights(self, log_prior: Tensor, ll: Tensor, obs: Observation) -> tuple[Tensor, Diagnostics]:
-        """Normalised local log-weights ``[P, N]`` of every column, and the diagnostics."""
+    def local_weights(self, log_prior: Tensor, ll: Tensor, obs: Observation) -> tuple[Tensor, Diagnostics, Tensor | None]:
+        """Normalised local log-weights ``[P, N]`` of every column, the diagnostics, and the hybrid's
+        ``gamma`` ``[P]`` (None without step 4c; then ``alpha`` is the tempering exponent, with it
+        ``1 - gamma``)."""
         geo = self.geometry
         if self.radius is None:  # one set of weights: the global filter's, summed in its order
             lik = ll.sum(1)[None, :]
         else:
             local = local_observations(geo, geo.columns_of(obs.operator.index), self.radius)
             lik = (ll.T[local.index] * local.coef[:, :, None]).sum(1)  # [P, N]
-        alpha = (adaptive_alpha_columns(log_prior, lik, self.band) if self.band is not None
-                 else torch.ones(lik.shape[0], dtype=torch.float64))
+        gamma = hybrid_gamma(lik, log_prior, self.hybrid) if self.hybrid > 0 else None
+        if gamma is not None:
+            alpha = 1.0 - gamma
+        elif self.band is not None:
+            alpha = adaptive_alpha_columns(log_prior, lik, self.band)
+        else:
+            alpha = torch.ones(lik.shape[0], dtype=torch.float64)
         lw = log_prior[None, :] + alpha[:, None] * lik
         if not bool(torch.isfinite(lw).any(1).all()):
             raise FloatingPointError("pf-local: every particle has zero local weight in some column")
         lw = lw - torch.logsumexp(lw, 1, keepdim=True)
         d = Diagnostics(ess=float(batched_ess(lw).mean()), alpha=float(alpha.mean()))
-        return lw.expand(geo.n_columns, -1) if lw.shape[0] == 1 else lw, d
+        if lw.shape[0] == 1:
+            lw = lw.expand(geo.n_columns, -1)
+            gamma = None if gamma is None else gamma.expand(geo.n_columns)
+        return lw, d, gamma
 
-    def update(self, ids: Tensor, x: Tensor, log_w: Tensor, cycle: int) -> Tensor:
+    def update(self, ids: Tensor, x: Tensor, log_w: Tensor, cycle: int,
+               kalman: tuple[Tensor, Tensor, Observation] | None = None) -> Tensor:
         """``x~_j(p) = sum_a x_a(p) T~_p[a, j]`` for this rank's slots ``j`` (``x`` ``[n, (K,) *S]``) with
-        the local log-weights ``log_w`` ``[P, N]``: steps 3–4 (``resample``) or the NETF, then step 4b."""
+        the local log-weights ``log_w`` ``[P, N]``: steps 3–4 (``resample``) or the NETF, then step 4b;
+        ``kalman = (gamma [P], observed members [N, M], observation)`` adds step 4c after the NETF."""
         comm, P, n = self.comm, self.geometry.n_columns, self.n_total
         block = column_block(P, comm.size, comm.rank)
         rank_ids = all_ids(comm, ids)
         xc = to_columns(comm, ids, x.reshape(len(ids), -1, P), n, rank_ids)  # [N, F, P_q]
         if self.transform == "netf":
-            T = netf_transform(log_w[block] if self.radius is not None else log_w[:1])  # [P_q or 1, N, N]
+            rows = block if self.radius is not None else slice(0, 1)  # one transform for all columns if global
+            T = netf_transform(log_w[rows])  # [P_q or 1, N, N]
+            if kalman is not None:
+                gamma, hx, obs = kalman
+                geo = self.geometry
+                local = local_observations(geo, geo.columns_of(obs.operator.index), self.radius,
+                                           torch.arange(P)[rows])
+                T = kalman_after(T, hx, obs.y.cpu(), 1.0 / obs.variance.double().cpu(), local, gamma[rows])
             out = torch.einsum("ifq,qij->jfq", xc.double().cpu(), T.expand(xc.shape[2], -1, -1))
             out = out.to(xc.dtype).to(xc.device)
-            return self._restored(xc, out, log_w[block], P, rank_ids, x)
+            return self._restored(xc, out, None if kalman is not None else log_w[block], P, rank_ids, x)
         ancestors = local_systematic(log_w, shared_uniform(self.seed, cycle))  # [P, N]
         if self.radius is None:  # identical ancestors everywhere: an exact gather
             a = ancestors[0].to(xc.device)
@@ -151,10 +176,11 @@ class LocalPF:
             out = torch.einsum("ifq,qij->jfq", xc.double().cpu(), Ts).to(xc.dtype).to(xc.device)
         return self._restored(xc, out, log_w[block], P, rank_ids, x)
 
-    def _restored(self, xc: Tensor, out: Tensor, log_w: Tensor, P: int, rank_ids: list[Tensor], x: Tensor) -> Tensor:
-        """Step 4b on this rank's columns (``log_w`` ``[P_q, N]``), then the members back to their ranks."""
+    def _restored(self, xc: Tensor, out: Tensor, log_w: Tensor | None, P: int, rank_ids: list[Tensor], x: Tensor) -> Tensor:
+        """Step 4b on this rank's columns (``log_w`` ``[P_q, N]``; None: ``out`` is itself the analysis
+        ensemble, step 4c), then the members back to their ranks."""
         if self.rtps > 0 or self.inflation != 1.0:
-            out = restore_spread(xc, out, log_w.T, self.rtps, self.inflation)
+            out = restore_spread(xc, out, None if log_w is None else log_w.T, self.rtps, self.inflation)
         return from_columns(self.comm, out, P, rank_ids).reshape(x.shape).to(x.device, x.dtype)
 
 
@@ -173,17 +199,21 @@ def netf_transform(log_w: Tensor) -> Tensor:
     return w[:, :, None] + math.sqrt(n) * root
 
 
-def restore_spread(prior: Tensor, resampled: Tensor, log_w: Tensor, rtps: float, inflation: float) -> Tensor:
+def restore_spread(prior: Tensor, resampled: Tensor, log_w: Tensor | None, rtps: float, inflation: float) -> Tensor:
     """Step 4b: ``resampled`` ``[N, F, Q]`` with its anomalies rescaled per (field, column) to
     ``inflation (rtps sigma^f + (1 - rtps) sigma^w)``, where ``sigma^f`` is the spread of ``prior``
-    ``[N, F, Q]`` and ``sigma^w`` its spread under the normalised log-weights ``log_w`` ``[N, Q]``."""
+    ``[N, F, Q]`` and ``sigma^w`` its spread under the normalised log-weights ``log_w`` ``[N, Q]``
+    (None: the spread of ``resampled`` itself, an analysis ensemble already, as the LETKF's RTPS)."""
     xp, xr = prior.double().cpu(), resampled.double().cpu()
-    w = torch.exp(log_w.double().cpu())[:, None, :]  # [N, 1, Q]
-    mean_w = (w * xp).sum(0)
-    sigma_w = torch.sqrt((w * (xp - mean_w) ** 2).sum(0))
     sigma_f = xp.std(0, unbiased=False)
     mean_r = xr.mean(0)
     sigma_r = xr.std(0, unbiased=False)
+    if log_w is None:
+        sigma_w = sigma_r
+    else:
+        w = torch.exp(log_w.double().cpu())[:, None, :]  # [N, 1, Q]
+        mean_w = (w * xp).sum(0)
+        sigma_w = torch.sqrt((w * (xp - mean_w) ** 2).sum(0))
     target = inflation * (rtps * sigma_f + (1 - rtps) * sigma_w)
     scale = torch.where(sigma_r > 1e-12 * (1 + sigma_f), target / sigma_r.clamp_min(1e-300), torch.ones_like(sigma_r))
     return (mean_r + (xr - mean_r) * scale).to(resampled.dtype).to(resampled.device)

@@ -11,10 +11,13 @@ posterior denoiser and the sampler preserves its mean, so the smoothed mean of `
 exact one by Monte-Carlo error alone: ``E|m_S - m|² = v / S`` per entry, so over the ``N`` entries
 ``RMS(m_S - m) / sqrt(mean(v_S) / S)`` is 1 within a few ``1 / sqrt(2 N)`` (N = 640 here: 0.03).
 """
+import json
+import re
 
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
 from era5_stores import era5_dataset, write_store
 from pipeline.cli import main
@@ -23,13 +26,16 @@ from pipeline.diffusion.schedules import make_schedule
 from pipeline.models.network_checkpoint import GridLayout, read_meta, save_checkpoint
 from pipeline.models.normalisation import Normalisation
 from pipeline.models.train import TRAIN_STATE, TrainOptions, init_network
+from pipeline.models.window_mlp import WindowMLPConfig
 from pipeline.models.window_unet import WindowUNetConfig
 from pipeline.smoothers.compose import TrajectoryDenoiser
-from pipeline.smoothers.neural import NeuralWindowDenoiser, make_grid_meta
+from pipeline.smoothers.neural import NeuralWindowDenoiser, make_grid_meta, make_meta
 from pipeline.smoothers.train_window import train_window_from_store
 
 VARIABLES, LEVELS, NT, K = ("temperature", "u_component_of_wind"), (500, 850), 30, 1
 TINY = dict(base=8, mults=(1, 2), emb=16)
+SMOOTH = ["--set", "data.preset=era5", "--set", "model=neural", "--set", f"smoother.window_half_width={K}",
+          "--set", "sampler.steps=16", "--set", "guidance=mmps", "--set", "guidance.covariance=diagonal"]
 
 
 def dataset(nlat=4, nlon=8, levels=LEVELS):
@@ -130,3 +136,83 @@ def test_train_window_unet_checkpoint_and_resumption(grid, tmp_path):
     train_window_from_store(root / "data", tmp_path / "split", opts)
     train_window_from_store(root / "data", tmp_path / "full", opts)
     assert (tmp_path / "full" / "model.safetensors").read_bytes() == (tmp_path / "split" / "model.safetensors").read_bytes()
+
+
+def test_smooth_grid_writes_the_filter_layout_and_the_exact_posterior(grid, tmp_path):
+    root, ds = grid
+    out, start, length, samples = tmp_path / "out", 2, 5, 64
+    rc = main(["smooth", "--data", str(root / "data"), "--out", str(out), *SMOOTH,
+               "--set", f"model.checkpoint={root / 'net'}", "--set", f"run.start={start}",
+               "--set", f"run.cycles={length}", "--set", f"smoother.samples={samples}", "--set", "run.members=true"])
+    assert rc == 0
+    a = xr.open_zarr(out / "analysis.zarr")
+    assert a.attrs["complete"] == 1 and a.attrs["method"] == "smoother"
+    np.testing.assert_array_equal(a.time.values, ds.time.values[start + 1:start + 1 + length])
+    np.testing.assert_array_equal(a.latitude.values, ds.latitude.values)
+    assert list(a.level.values) == [500.0, 850.0]
+    for v in VARIABLES:  # the layout diffda run writes on a grid
+        assert a[v].dims == a[f"{v}_spread"].dims == ("time", "level", "latitude", "longitude")
+        assert a[f"{v}_members"].dims == ("time", "member", "level", "latitude", "longitude")
+        assert a[v].attrs["units"] == ds[v].attrs["units"]
+        np.testing.assert_allclose(a[v].values, a[f"{v}_members"].values.mean(1), rtol=1e-6)
+    for name in ("rmse_analysis", "spread_analysis", "crps_analysis"):
+        assert a[name].dims == ("time",) and np.isfinite(a[name].values).all()
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["window"] == length and m["samples"] == samples and m["wall_seconds"] > m["denoiser_seconds"] > 0
+    assert (out / "smooth.png").stat().st_size > 0
+    # against the exact posterior of the independent prior, in normalised units
+    norm = Normalisation.from_dict(read_meta(root / "net")["normalisation"])
+    mu, s = (np.asarray(v)[:, None, None] for v in (norm.mean, norm.std))
+    z = lambda x: (x - mu) / s  # noqa: E731  [..., C, H, W]
+    analysis = z(fields(a))
+    obs = xr.open_zarr(root / "data" / "observations.zarr").sel(time=a.time)
+    y = np.full_like(analysis, np.nan)  # observed: temperature (channels 0, 1), NaN elsewhere
+    y[:, :2] = (obs.temperature.sel(level=list(LEVELS)).values - mu[:2]) / s[:2]
+    r2 = (2.0 / s[:, 0, 0]) ** 2
+    seen = np.isfinite(y)
+    assert seen[:, :2, ::2, ::2].all() and seen.sum() == length * 2 * 2 * 4  # every 2nd point, temperature only
+    exact_mean = np.where(seen, np.nan_to_num(y) / (1 + r2[:, None, None]), 0.0)
+    exact_var = np.where(seen, np.broadcast_to((r2 / (1 + r2))[:, None, None], y.shape[1:]), 1.0)
+    spread = (a["temperature_spread"].values / s[:2]), (a["u_component_of_wind_spread"].values / s[2:])
+    var_s = np.concatenate(spread, axis=1) ** 2
+    ratio = np.sqrt(((analysis - exact_mean) ** 2).mean() / (var_s.mean() / samples))
+    print(f"RMS(m_S - m) / MC standard error {ratio:.3f}; spread / exact {np.sqrt(var_s.mean() / exact_var.mean()):.3f}")
+    assert 0.85 < ratio < 1.15, ratio
+    assert abs(np.sqrt(var_s.mean() / exact_var.mean()) - 1) < 0.15  # 16 probability-flow steps: 0.93 measured
+    truth = z(fields(ds.isel(time=slice(start + 1, start + 1 + length))))
+    np.testing.assert_allclose(a.rmse_analysis.values, np.sqrt(((analysis - truth) ** 2).mean(axis=(1, 2, 3))),
+                               rtol=1e-5)
+
+
+def test_refusals_before_any_work(grid, tmp_path, capsys):
+    """Each refusal exits 2 naming its key and writes nothing."""
+    root, ds = grid
+    other_grid = untrained(tmp_path / "grid16", dataset(nlat=8, nlon=16))
+    other_levels = untrained(tmp_path / "levels", dataset(levels=(250, 500)))
+    twin_net = tmp_path / "twin"
+    config = WindowMLPConfig(width=3, dim=4, hidden=8, depth=1, emb=16)
+    save_checkpoint(twin_net, init_network(config, 0),
+                    make_meta(config, 1, torch.zeros(4), torch.ones(4), {"preset": "linear", "dim": 4}))
+    cases = [
+        (["--set", f"model.checkpoint={root / 'net'}", "--set", "run.cycles=2"], "smoother.window_half_width"),
+        (["--set", f"model.checkpoint={root / 'net'}", "--set", "smoother.window_half_width=2"],
+         "smoother.window_half_width=2 needs 2k\\+1 = 5"),
+        (["--set", f"model.checkpoint={other_grid}"], "model.checkpoint=.*latitude differs"),
+        (["--set", f"model.checkpoint={other_levels}"], "model.checkpoint=.*no level 250"),
+        (["--set", f"model.checkpoint={twin_net}"], "model.checkpoint=.*holds a window-mlp network"),
+        (["--set", "model=gaussian"], "needs model=neural with model.checkpoint"),
+        (["--set", f"model.checkpoint={root / 'net'}", "--set", "guidance.covariance=jacobian"],
+         "guidance.covariance=jacobian is refused"),
+    ]
+    for extra, message in cases:
+        out = tmp_path / "o"
+        rc = main(["smooth", "--data", str(root / "data"), "--out", str(out), *SMOOTH, "--set", "run.cycles=5", *extra])
+        err = capsys.readouterr().err
+        assert rc == 2 and re.search(message, err, re.S), (extra, err[-600:])
+        assert not (out / "analysis.zarr").exists()
+    # a grid's window network on a twin
+    assert main(["make-data", "linear", "--out", str(tmp_path / "lin"), "--set", "cycles=20", "--set", "dim=4"]) == 0
+    rc = main(["smooth", "--data", str(tmp_path / "lin"), "--out", str(tmp_path / "o"), "--set", "data.preset=linear",
+               "--set", "model=neural", "--set", f"model.checkpoint={root / 'net'}", "--set", "guidance=sda",
+               "--set", "smoother.window_half_width=1", "--set", "run.cycles=5"])
+    assert rc == 2 and "holds a window-unet network" in capsys.readouterr().err

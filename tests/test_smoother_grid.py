@@ -201,6 +201,7 @@ def test_refusals_before_any_work(grid, tmp_path, capsys):
         (["--set", f"model.checkpoint={other_levels}"], "model.checkpoint=.*no level 250"),
         (["--set", f"model.checkpoint={twin_net}"], "model.checkpoint=.*holds a window-mlp network"),
         (["--set", "model=gaussian"], "needs model=neural with model.checkpoint"),
+        (["--set", "model.checkpoint=pipeline/models/weights/sphere64x32"], "holds a sphere-unet network"),
         (["--set", f"model.checkpoint={root / 'net'}", "--set", "guidance.covariance=jacobian"],
          "guidance.covariance=jacobian is refused"),
     ]
@@ -210,7 +211,12 @@ def test_refusals_before_any_work(grid, tmp_path, capsys):
         err = capsys.readouterr().err
         assert rc == 2 and re.search(message, err, re.S), (extra, err[-600:])
         assert not (out / "analysis.zarr").exists()
-    # a grid's window network on a twin
+    # a grid's window network is no emulator (diffda run), nor a twin's window prior
+    from pipeline.errors import InputError
+    from pipeline.models.neural import NeuralDenoiser
+
+    with pytest.raises(InputError, match="model.checkpoint=.* holds a window-unet network"):
+        NeuralDenoiser.from_checkpoint(root / "net")
     assert main(["make-data", "linear", "--out", str(tmp_path / "lin"), "--set", "cycles=20", "--set", "dim=4"]) == 0
     rc = main(["smooth", "--data", str(tmp_path / "lin"), "--out", str(tmp_path / "o"), "--set", "data.preset=linear",
                "--set", "model=neural", "--set", f"model.checkpoint={root / 'net'}", "--set", "guidance=sda",

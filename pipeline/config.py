@@ -72,8 +72,8 @@ class ModelConfig(Section):
     kind: Literal["gaussian", "kde", "neural"] = "gaussian"
     archive: int = Field(4096, ge=16, description="KDE: number of (x^k, x^{k+1}) pairs in the archive")
     bandwidth: float | None = Field(None, gt=0.0, description="KDE: bandwidth factor; None = Scott's rule")
-    checkpoint: Path | None = Field(None, description="neural: checkpoint directory (gridded emulator; on a twin, "
-                                    "diffda smooth's window network)")
+    checkpoint: Path | None = Field(None, description="neural: checkpoint directory (gridded emulator; in diffda "
+                                    "smooth, the window network: window-mlp/window-conv on a twin, window-unet on a grid)")
 
 
 class FilterConfig(Section):

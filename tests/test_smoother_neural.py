@@ -168,7 +168,7 @@ def test_window_network_is_no_emulator_and_a_twin_store_no_grid(trained, tmp_pat
     rc = main(["train", "--data", str(trained / "data"), "--out", str(tmp_path / "ck"), "--set", "steps=2"])
     assert rc == 2 and "kind=window-mlp" in capsys.readouterr().err
     with pytest.raises(DiffdaError, match="kind must be one of"):
-        TrainOptions(kind="window-unet")
+        TrainOptions(kind="window-gru")
     with pytest.raises(DiffdaError, match="kernel must be odd"):
         TrainOptions(kind="window-conv", kernel=4)
     with pytest.raises(DiffdaError, match="kind=window-mlp has no condition"):

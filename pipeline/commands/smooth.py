@@ -5,7 +5,9 @@ S samples from the score-based smoother (window denoiser over 2k+1 states, ``smo
 written as ``DIR/analysis.zarr`` (the filter's layout), ``metrics.json`` and ``smooth.png``. Under
 ``mpiexec -n P`` the samples are sharded over the ranks; the result does not depend on P. A window
 already complete in DIR (its ``metrics.json``) is skipped; ``--fresh`` smooths it again.
-Example: ``diffda smooth pipeline/presets/linear-smooth.yaml``.
+Example: ``diffda smooth pipeline/presets/linear-smooth.yaml``. On gridded data (``--preset sphere``, ``era5``):
+``--set model=neural --set model.checkpoint=CKPT`` of a ``diffda train --set kind=window-unet`` network, the
+outputs in ``diffda run``'s gridded layout (:mod:`pipeline.smoothers.grid`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ if TYPE_CHECKING:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("smooth", help="smooth a window: the trajectory posterior given all its observations",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_input_arguments(p, "linear, lorenz63, lorenz96", "runs/smooth-<preset>", "smoother.window_half_width=3")
+    add_input_arguments(p, "linear, lorenz63, lorenz96, sphere (model=neural, a window-unet)", "runs/smooth-<preset>",
+                        "smoother.window_half_width=3")
     p.add_argument("--fresh", action="store_true", help="smooth again a window already complete in --out")
     p.add_argument("--quiet", action="store_true", help="no summary table")
     p.set_defaults(func=main)

@@ -3,7 +3,8 @@
 ``--data`` is an ERA5-layout Zarr store or a directory holding ``truth.zarr`` (as written by
 ``diffda make-data sphere``); with ``--set kind=window-mlp`` or ``kind=window-conv`` (and
 ``window_half_width=k``), a twin's directory (``diffda make-data lorenz63 --set cycles=N``): the smoother's window network
-(:mod:`pipeline.smoothers.train_window`). Keys are those of :class:`pipeline.models.train.TrainOptions`
+(:mod:`pipeline.smoothers.train_window`); with ``--set kind=window-unet``, the smoother's window network on a
+gridded store (the U-Net over ``2k+1`` stacked states). Keys are those of :class:`pipeline.models.train.TrainOptions`
 (steps, batch_size, lr, base, mults, history, seed, resume, checkpoint_every, ...). A rerun into
 the same ``--out`` resumes from its last checkpoint unless ``--set resume=false``. Under
 ``mpiexec``, ``srun`` or ``torchrun`` with several ranks, the launcher
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the neural denoiser (gridded emulator, or a twin's window network)",
                        description="Train the conditional diffusion denoiser (U-Net, EDM loss) on an "
                                    "ERA5-layout Zarr store, or with --set kind=window-mlp (or window-conv, on a ring) the smoother's window "
-                                   "network on a twin trajectory; writes OUT/model.safetensors, OUT/meta.json "
+                                   "network on a twin trajectory (kind=window-unet: on a gridded store); writes OUT/model.safetensors, OUT/meta.json "
                                    "and OUT/training.pt (for resuming).")
     p.add_argument("--data", required=True, type=Path, help="Zarr store, or a directory with truth.zarr")
     p.add_argument("--out", required=True, type=Path, help="checkpoint directory")

@@ -169,7 +169,7 @@ class GriddedProblem:
     reference: Era5Reader
     observations: ObservationReader
     normalisation: Normalisation
-    denoiser: Denoiser
+    denoiser: Denoiser | None  # None: diffda smooth's problem (the smoother builds its window prior)
     times: np.ndarray  # cycle times [K]
     first: int  # reference index of cycle 0 (the initial state)
     history: int
@@ -230,14 +230,19 @@ class GriddedProblem:
             states.append(self.normalise(x))
         return states[0] if self.history == 1 else torch.stack(states)
 
-    def observation(self, k: int) -> Observation:
+    def observation_field(self, k: int) -> tuple[Tensor, Tensor]:
+        """Cycle ``k``'s normalised observations ``y_z`` ``[C, H, W]`` (NaN where unobserved) and their
+        variances ``var_z`` ``[C, H, W]`` (1 where unobserved: never used), float64 on the CPU."""
         y, _ = self._cycle(k)
         y_z = (torch.from_numpy(y) - self._mean) / self._std
         var = torch.from_numpy(self.observations.noise_std**2)[:, None, None] / self._std**2
         var = var.expand_as(y_z).clone()
         var[torch.isnan(var)] = 1.0  # unobserved channels: y is NaN there, the value is never used
-        obs = Observation.from_field(y_z.to(self.device, self.dtype), var.to(self.device, self.dtype))
-        return obs
+        return y_z, var
+
+    def observation(self, k: int) -> Observation:
+        y_z, var = self.observation_field(k)
+        return Observation.from_field(y_z.to(self.device, self.dtype), var.to(self.device, self.dtype))
 
     def truth(self, k: int) -> Tensor:
         _, ref = self._cycle(k)
@@ -321,8 +326,14 @@ class GriddedProblem:
         return out
 
 
-def load_gridded(cfg: Any, data_dir: Path | None, device: torch.device, dtype: torch.dtype) -> GriddedProblem:
-    """Open the inputs lazily, build the denoiser, check that everything fits."""
+def load_gridded(cfg: Any, data_dir: Path | None, device: torch.device, dtype: torch.dtype,
+                 kind: str = "sphere-unet") -> GriddedProblem:
+    """Open the inputs lazily, build the denoiser, check that everything fits.
+
+    ``kind``: the network ``model=neural`` needs in ``model.checkpoint``: ``sphere-unet`` (the filter's
+    emulator, the problem's denoiser) or ``window-unet`` (``diffda smooth``'s window prior, which the smoother
+    builds itself: the problem then has no denoiser, a history of 1, the checkpoint's channels, grid
+    (``check_compatible``) and normalisation)."""
     from ..diffusion.schedules import make_schedule
 
     data_dir = Path(data_dir) if data_dir is not None else None
@@ -344,12 +355,13 @@ def load_gridded(cfg: Any, data_dir: Path | None, device: torch.device, dtype: t
 
         checkpoint = cfg.model.checkpoint
         if checkpoint is None:
-            if cfg.data.preset != "sphere":
-                raise InputError("model=neural needs model.checkpoint=DIR (train one with `diffda train`)")
+            if cfg.data.preset != "sphere" or kind != "sphere-unet":
+                raise InputError(f"model=neural needs model.checkpoint=DIR of a {kind} network (train one with "
+                                 f"`diffda train{'' if kind == 'sphere-unet' else ' --set kind=' + kind}`)")
             from ..models.weights import default_checkpoint
 
             checkpoint = default_checkpoint()  # the shipped emulator of the sphere preset
-        meta = read_meta(checkpoint, kind="sphere-unet")
+        meta = read_meta(checkpoint, kind=kind)
         want = GridLayout.from_meta(meta)
         variables = want.variables
         levels = want.levels or None
@@ -359,13 +371,27 @@ def load_gridded(cfg: Any, data_dir: Path | None, device: torch.device, dtype: t
     elif cfg.model.kind != "gaussian":
         raise InputError(f"model={cfg.model.kind} is not available for gridded data; use model=gaussian or model=neural")
 
-    reference = Era5Reader(store, variables, levels, start, stop, grid=grid, storage_options=storage,
-                           name=f"reference {store}", dtype=np.float64)
+    try:
+        reference = Era5Reader(store, variables, levels, start, stop, grid=grid, storage_options=storage,
+                               name=f"reference {store}", dtype=np.float64)
+    except InputError as e:
+        if meta is None:
+            raise
+        raise InputError(f"model.checkpoint={checkpoint} models {', '.join(GridLayout.from_meta(meta).channel_names())}"
+                         f": {e}") from None
     if meta is not None:  # the checkpoint's channel order
         want = GridLayout.from_meta(meta)
         if set(want.channels) <= set(reference.layout.channels) and want.channels != reference.layout.channels:
             reference = _reorder(reference, want)
-    if cfg.model.kind == "neural":
+    if cfg.model.kind == "neural" and kind != "sphere-unet":  # the smoother's window prior: checked, built there
+        from ..models.network_checkpoint import check_compatible
+
+        try:
+            check_compatible(meta, reference.layout)
+        except InputError as e:
+            raise InputError(f"model.checkpoint={checkpoint}: {e}") from None
+        denoiser, normalisation = None, Normalisation.from_dict(meta["normalisation"])
+    elif cfg.model.kind == "neural":
         from ..models.neural import NeuralDenoiser
 
         denoiser = NeuralDenoiser.from_checkpoint(checkpoint, schedule, device=device,

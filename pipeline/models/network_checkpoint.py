@@ -13,7 +13,9 @@ A checkpoint directory holds
 ``architecture.kind`` names the network: ``sphere-unet`` (the gridded emulator above), ``window-mlp`` or
 ``window-conv`` (the smoother's window prior over ``2k+1`` twin states, an MLP or a ring convolution,
 whose ``meta.json`` holds ``window``, ``normalisation`` and ``system`` instead of channels and grid:
-:mod:`pipeline.smoothers.neural`).
+:mod:`pipeline.smoothers.neural`), or ``window-unet`` (the smoother's window prior over ``2k+1`` gridded
+states, the U-Net over the stacked window: ``window`` beside the emulator's ``channels``, ``grid`` and
+``normalisation``).
 
 :func:`check_compatible` refuses inputs whose channels or grid differ, with an
 :class:`~pipeline.errors.InputError` naming the difference and the fix. Files are written to a
@@ -39,6 +41,7 @@ from .normalisation import Normalisation
 from .unet import SphereUNet, UNetConfig
 from .window_conv import WindowConv, WindowConvConfig
 from .window_mlp import WindowMLP, WindowMLPConfig
+from .window_unet import WindowUNet, WindowUNetConfig
 
 FORMAT = "diffda-neural/1"
 WEIGHTS, META = "model.safetensors", "meta.json"
@@ -97,15 +100,23 @@ def make_meta(config: UNetConfig, layout: GridLayout, normalisation: Normalisati
         "format": FORMAT,
         "software": {"diffda": __version__, "torch": torch.__version__},
         "architecture": {"kind": "sphere-unet", **config.to_dict()},
+        **grid_meta(layout, normalisation),
+        "schedule": schedule or {"kind": "edm", "params": {"sigma_min": 2e-3, "sigma_max": 80.0}},
+        "preconditioning": {"residual": residual, "sigma_min": sigma_min, "sigma_max": sigma_max},
+        "history": config.history,
+        "training": {"step": step, **(training or {})},
+    }
+
+
+def grid_meta(layout: GridLayout, normalisation: Normalisation) -> dict:
+    """The ``channels``, ``variables``, ``levels``, ``grid`` and ``normalisation`` entries of a gridded
+    network's ``meta.json`` (the emulator's and the smoother's window U-Net's; :func:`check_compatible`)."""
+    return {
         "channels": [[v, lv] for v, lv in layout.channels],
         "variables": layout.variables,
         "levels": layout.levels,
         "grid": {"latitude": [float(x) for x in layout.latitude], "longitude": [float(x) for x in layout.longitude]},
         "normalisation": normalisation.to_dict(),
-        "schedule": schedule or {"kind": "edm", "params": {"sigma_min": 2e-3, "sigma_max": 80.0}},
-        "preconditioning": {"residual": residual, "sigma_min": sigma_min, "sigma_max": sigma_max},
-        "history": config.history,
-        "training": {"step": step, **(training or {})},
     }
 
 
@@ -123,18 +134,22 @@ def save_checkpoint(path: str | Path, net: nn.Module, meta: dict,
 
 KIND_USE = {"sphere-unet": "the gridded emulator (diffda run on sphere/era5 data)",
             "window-mlp": "the smoother's window prior (diffda smooth on a twin)",
-            "window-conv": "the smoother's window prior on a ring (diffda smooth on lorenz96 or linear)"}
+            "window-conv": "the smoother's window prior on a ring (diffda smooth on lorenz96 or linear)",
+            "window-unet": "the smoother's window prior on a grid (diffda smooth on sphere/era5 data)"}
 WINDOW_KINDS = ("window-mlp", "window-conv")  # the smoother's window networks (trained on a twin)
-CONFIGS = {"sphere-unet": UNetConfig, "window-mlp": WindowMLPConfig, "window-conv": WindowConvConfig}  # kind -> config
-NETWORKS = {UNetConfig: SphereUNet, WindowMLPConfig: WindowMLP, WindowConvConfig: WindowConv}  # config -> network
+GRID_WINDOW_KINDS = ("window-unet",)  # the smoother's window network on a grid (trained on a gridded store)
+CONFIGS = {"sphere-unet": UNetConfig, "window-mlp": WindowMLPConfig, "window-conv": WindowConvConfig,
+           "window-unet": WindowUNetConfig}  # kind -> config
+NETWORKS = {UNetConfig: SphereUNet, WindowMLPConfig: WindowMLP, WindowConvConfig: WindowConv,
+            WindowUNetConfig: WindowUNet}  # config -> network
 
 
-def kind_of(config: UNetConfig | WindowMLPConfig | WindowConvConfig) -> str:
+def kind_of(config: UNetConfig | WindowMLPConfig | WindowConvConfig | WindowUNetConfig) -> str:
     """``architecture.kind`` of ``config``."""
     return next(kind for kind, cls in CONFIGS.items() if type(config) is cls)
 
 
-def network_of(config: UNetConfig | WindowMLPConfig | WindowConvConfig) -> nn.Module:
+def network_of(config: UNetConfig | WindowMLPConfig | WindowConvConfig | WindowUNetConfig) -> nn.Module:
     """A fresh network of ``config`` (its type names the kind)."""
     return NETWORKS[type(config)](config)
 

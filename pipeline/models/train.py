@@ -3,7 +3,8 @@ r"""Training of the neural denoisers (EDM loss): one loop, :func:`fit`, for ever
 A :class:`TrainTask` supplies the network, the loss of one batch and the checkpoint's metadata;
 ``kind=sphere-unet`` (:class:`EmulatorTask`, below) is the gridded emulator, ``kind=window-mlp`` and
 ``kind=window-conv`` (:class:`pipeline.smoothers.train_window.WindowTask`) the smoother's window prior on a
-twin trajectory (an MLP over the stacked window; a convolution over a ring's components).
+twin trajectory (an MLP over the stacked window; a convolution over a ring's components), ``kind=window-unet``
+(the same task) its window prior on a gridded store (the U-Net over the stacked window).
 The rest of this docstring describes the emulator's samples and options; determinism, resumption and
 data parallelism hold for both.
 
@@ -66,23 +67,24 @@ from torch import Tensor, nn
 from .. import rng
 from ..data.atomic import write_file
 from ..errors import DiffdaError
-from .network_checkpoint import WINDOW_KINDS, GridLayout, make_meta, network_of, save_checkpoint
+from .network_checkpoint import GRID_WINDOW_KINDS, WINDOW_KINDS, GridLayout, make_meta, network_of, save_checkpoint
 from .neural import NeuralDenoiser
 from .normalisation import Normalisation
 from .unet import UNetConfig
 from .window_conv import WindowConvConfig
 from .window_mlp import WindowMLPConfig
+from .window_unet import WindowUNetConfig
 
 Progress = Callable[[int, int, dict[str, float]], None]
 TRAIN_STATE = "training.pt"
-KINDS = ("sphere-unet", *WINDOW_KINDS)
+KINDS = ("sphere-unet", *WINDOW_KINDS, *GRID_WINDOW_KINDS)
 
 
 @dataclass
 class TrainOptions:
     """Hyper-parameters of :func:`fit` (``diffda train --set key=value``)."""
 
-    kind: str = "sphere-unet"  # sphere-unet (gridded emulator) | window-mlp | window-conv (the smoother's window prior)
+    kind: str = "sphere-unet"  # sphere-unet (gridded emulator) | window-mlp | window-conv | window-unet (the smoother's window prior)
     steps: int = 2000
     batch_size: int = 8
     lr: float = 3e-4
@@ -97,7 +99,7 @@ class TrainOptions:
     emb: int = 64
     pole: str = "roll"
     history: int = 2
-    window_half_width: int = 2  # window-mlp, window-conv: k, windows of 2k+1 states
+    window_half_width: int = 2  # window-mlp, window-conv, window-unet: k, windows of 2k+1 states
     hidden: int = 256  # window-mlp: units per layer; window-conv: channels
     depth: int = 3  # window-mlp, window-conv: residual blocks
     kernel: int = 5  # window-conv: taps per ring convolution (odd)
@@ -198,7 +200,7 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def init_network(config: UNetConfig | WindowMLPConfig | WindowConvConfig, seed: int) -> nn.Module:
+def init_network(config: UNetConfig | WindowMLPConfig | WindowConvConfig | WindowUNetConfig, seed: int) -> nn.Module:
     """The network of ``config`` (:func:`.network_checkpoint.network_of`) initialised from ``seed`` (the
     global RNG is forked, then restored)."""
     with torch.random.fork_rng(devices=[]):
@@ -544,7 +546,7 @@ def train_from_store(store_path: str | Path, out_dir: str | Path, options: Train
     from .skill import forecast_skill
 
     opts = options if isinstance(options, TrainOptions) else TrainOptions.from_dict(dict(options or {}))
-    if opts.kind in WINDOW_KINDS:
+    if opts.kind in (*WINDOW_KINDS, *GRID_WINDOW_KINDS):
         from ..smoothers.train_window import train_window_from_store
 
         return train_window_from_store(store_path, out_dir, opts, progress=progress, stop_at=stop_at)

@@ -15,7 +15,8 @@ sphere's topology is honoured by the padding instead of by the transform:
 Inputs (preconditioned by :class:`pipeline.models.neural.NeuralDenoiser`):
 
 - ``x``       ``[B, C, H, W]``    the scaled noisy state ``c_in * y_t``;
-- ``cond``    ``[B, K, C, H, W]`` the K previous states (normalised), K fixed at construction;
+- ``cond``    ``[B, K, C, H, W]`` the K previous states (normalised), K fixed at construction
+  (``K = 0``: unconditional, ``cond`` empty; the smoother's window prior, :mod:`.window_unet`);
 - ``c_noise`` ``[B]``             the noise-level code ``log(sigma) / 4``.
 
 Output ``[B, C, H, W]`` (the EDM network ``F``). Two static fields, ``sin(lat)`` and ``cos(lat)``,
@@ -44,7 +45,7 @@ class UNetConfig:
     """Architecture hyper-parameters (stored in the checkpoint metadata)."""
 
     channels: int  # C, state channels (variable × level)
-    history: int = 2  # K, previous states in the condition
+    history: int = 2  # K, previous states in the condition (0: unconditional)
     base: int = 32  # channels at full resolution
     mults: tuple[int, ...] = (1, 2, 2)  # channel multiplier per resolution level
     blocks: int = 1  # residual blocks per level (down path; the up path has blocks + 1)
@@ -190,7 +191,7 @@ class SphereUNet(nn.Module):
             raise ValueError(f"H={h} and W={w} must be divisible by {factor} (2**(levels-1))")
         lat = self.latitude_features(h, w, x.device, x.dtype).expand(b, 2, h, w)
         emb = self.embed(noise_embedding(c_noise.reshape(-1).expand(b), cfg.emb).to(x.dtype))
-        hcur = self.stem(torch.cat([x, cond.reshape(b, -1, h, w), lat], dim=1))
+        hcur = self.stem(torch.cat([x, cond.reshape(b, cfg.history * c, h, w), lat], dim=1))
         skips = [hcur]
         for i, level in enumerate(self.down):
             if i > 0:

@@ -4,7 +4,8 @@ r"""Score-based trajectory smoothing (Rozet & Louppe, SDA): ``p(x_{1:L} | y_{1:L
 - :mod:`.gaussian`: the exact linear-Gaussian window denoiser (the oracle's prior);
 - :mod:`.kde`: the training-free KDE over windows cut from an archive trajectory;
 - :mod:`.neural`: the trained window network (EDM preconditioning around an MLP), trained by
-  :mod:`.train_window` (``diffda train --set kind=window-mlp|window-conv``);
+  :mod:`.train_window` (``diffda train --set kind=window-mlp|window-conv|window-unet``; ``window-unet``: the
+  U-Net over ``2k+1`` gridded states, :mod:`.grid` smooths gridded data with it);
 - :mod:`.guidance`: the likelihood score over the whole window (SDA, MMPS);
 - :mod:`.rts`: the Rauch–Tung–Striebel smoother (the oracle);
 - :mod:`.smoother`: guided sampling of S trajectories, in overlapping blocks;

@@ -23,10 +23,19 @@ posterior variance of that independent prior (MMPS ``covariance=diagonal``); ``c
 differentiates through the network.
 
 Shapes: ``x_t`` ``[B, W, D]``, ``t`` scalar or ``[B]``, condition ignored (``[B, 0]``); result ``[B, W, D]``.
+On a grid (``window-unet``, :class:`~pipeline.models.window_unet.WindowUNet`: the sphere U-Net over the window's
+``W C`` stacked channels) the window holds ``W`` gridded states ``[C, H, Wlon]`` flattened to ``D = C H Wlon``,
+**normalised** by the checkpoint's per-channel mean and std (the emulator's normalisation, from the training
+store): the smoother's space is then the gridded filter's (:mod:`pipeline.data.gridded`), and ``mu = 0``,
+``s = 1`` (``s_bar = 1``), so ``F = 0`` gives ``D = x_sigma / (1 + sigma²)``, the posterior mean of
+``N(mean_c, std_c²)`` in physical units.
+
 Checkpoint (:mod:`pipeline.models.network_checkpoint`): ``architecture.kind`` one of ``WINDOW_KINDS``, ``window``
 (``half_width`` k, ``width`` W, ``dim`` D), ``normalisation`` (``mean``, ``std``), ``system`` (the twin's
 preset and dynamics keys, :func:`pipeline.data.twins.system_of`); :func:`check_meta` refuses one whose
-width, dimension or system differ from the run, before the weights are read.
+width, dimension or system differ from the run, before the weights are read. A ``window-unet`` holds the emulator's
+``channels``, ``grid`` and ``normalisation`` instead of ``system`` (:func:`make_grid_meta`); :func:`check_grid_meta`
+refuses one whose width, channels or grid differ.
 """
 
 from __future__ import annotations
@@ -41,9 +50,12 @@ from ..config import ConfigError
 from ..diffusion.denoiser import expand_time
 from ..diffusion.schedules import Schedule
 from ..errors import InputError
-from ..models.network_checkpoint import FORMAT, WINDOW_KINDS, kind_of, load_checkpoint, read_meta
+from ..models.network_checkpoint import (FORMAT, GRID_WINDOW_KINDS, WINDOW_KINDS, GridLayout, check_compatible,
+                                         grid_meta, kind_of, load_checkpoint, read_meta)
+from ..models.normalisation import Normalisation
 from ..models.window_conv import WindowConvConfig
 from ..models.window_mlp import WindowMLPConfig
+from ..models.window_unet import WindowUNetConfig
 
 
 class NeuralWindowDenoiser:
@@ -89,39 +101,65 @@ class NeuralWindowDenoiser:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, schedule: Schedule | None, k: int,
-                        system: dict) -> "NeuralWindowDenoiser":
-        """Load ``path`` after :func:`check_meta` against the run (``k``, ``system`` with its ``dim``)."""
-        meta = read_meta(path, kind=WINDOW_KINDS)
-        check_meta(meta, path, k, system)
+                        data: "dict | GridLayout") -> "NeuralWindowDenoiser":
+        """Load ``path`` after the checks against the run: on a twin ``data`` is its ``system`` (with its
+        ``dim``, :func:`check_meta`), on a grid the inputs' :class:`GridLayout` (:func:`check_grid_meta`); a
+        checkpoint of the other family is refused by its ``architecture.kind``. On a grid the window is in
+        the checkpoint's normalised units, ``mu = 0`` and ``s = 1``."""
+        grid = isinstance(data, GridLayout)
+        meta = read_meta(path, kind=GRID_WINDOW_KINDS if grid else WINDOW_KINDS)
+        (check_grid_meta if grid else check_meta)(meta, path, k, data)  # type: ignore[operator]
         net, meta = load_checkpoint(path)
         norm, pre = meta["normalisation"], meta["preconditioning"]
-        return cls(net, schedule, torch.tensor(norm["mean"]), torch.tensor(norm["std"]), k,
-                   float(pre["sigma_min"]), float(pre["sigma_max"]))
+        dim = meta["window"]["dim"]
+        mean, std = (torch.zeros(dim), torch.ones(dim)) if grid else (torch.tensor(norm["mean"]), torch.tensor(norm["std"]))
+        return cls(net, schedule, mean, std, k, float(pre["sigma_min"]), float(pre["sigma_max"]))
 
 
-def make_meta(config: WindowMLPConfig | WindowConvConfig, k: int, mean: Tensor, std: Tensor, system: dict, *, step: int = 0,
-              sigma_min: float = 1e-3, sigma_max: float = 100.0, training: dict | None = None) -> dict:
-    """The ``meta.json`` dictionary of a window network (plain JSON types)."""
+def _meta(config: WindowMLPConfig | WindowConvConfig | WindowUNetConfig, k: int, entries: dict, step: int,
+          sigma_min: float, sigma_max: float, training: dict | None) -> dict:
+    """The ``meta.json`` dictionary of a window network, ``entries`` its data's (plain JSON types)."""
     return {
         "format": FORMAT,
         "software": {"diffda": __version__, "torch": torch.__version__},
         "architecture": {"kind": kind_of(config), **config.to_dict()},
         "window": {"half_width": k, "width": 2 * k + 1, "dim": config.dim},
-        "normalisation": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
-        "system": dict(system),
+        **entries,
         "preconditioning": {"sigma_min": sigma_min, "sigma_max": sigma_max},
         "training": {"step": step, **(training or {})},
     }
 
 
-def check_meta(meta: dict, path: str | Path, k: int, system: dict) -> None:
-    """Refuse a window network of another width (``smoother.window_half_width``), dimension or system."""
-    window, trained, kind = meta["window"], meta["system"], meta["architecture"]["kind"]
+def make_meta(config: WindowMLPConfig | WindowConvConfig, k: int, mean: Tensor, std: Tensor, system: dict, *, step: int = 0,
+              sigma_min: float = 1e-3, sigma_max: float = 100.0, training: dict | None = None) -> dict:
+    """The ``meta.json`` dictionary of a twin's window network (plain JSON types)."""
+    entries = {"normalisation": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+               "system": dict(system)}
+    return _meta(config, k, entries, step, sigma_min, sigma_max, training)
+
+
+def make_grid_meta(config: WindowUNetConfig, k: int, layout: GridLayout, normalisation: Normalisation, *,
+                   step: int = 0, sigma_min: float = 1e-3, sigma_max: float = 100.0,
+                   training: dict | None = None) -> dict:
+    """The ``meta.json`` dictionary of a grid's window U-Net: ``window`` and the emulator's ``channels``,
+    ``variables``, ``levels``, ``grid`` and ``normalisation`` (per channel, physical units)."""
+    return _meta(config, k, grid_meta(layout, normalisation), step, sigma_min, sigma_max, training)
+
+
+def check_width(meta: dict, path: str | Path, k: int) -> None:
+    """Refuse a window network of another width than ``2k+1`` (``smoother.window_half_width``)."""
+    window, kind = meta["window"], meta["architecture"]["kind"]
     if window["width"] != 2 * k + 1:
         raise ConfigError(f"model.checkpoint={path} spans {window['width']} states (k = {window['half_width']}) but "
                           f"smoother.window_half_width={k} needs 2k+1 = {2 * k + 1}; set "
                           f"smoother.window_half_width={window['half_width']} or train one with "
                           f"`diffda train --set kind={kind} --set window_half_width={k}`")
+
+
+def check_meta(meta: dict, path: str | Path, k: int, system: dict) -> None:
+    """Refuse a window network of another width (``smoother.window_half_width``), dimension or system."""
+    check_width(meta, path, k)
+    window, trained = meta["window"], meta["system"]
     if window["dim"] != system["dim"]:
         raise InputError(f"model.checkpoint={path} models states of {window['dim']} components but the data's "
                          f"state 'x' has {system['dim']} (the {system['preset']} preset's dim)")
@@ -130,3 +168,13 @@ def check_meta(meta: dict, path: str | Path, k: int, system: dict) -> None:
         raise InputError(f"model.checkpoint={path} was trained on another system than the data's: "
                          f"{', '.join(differ)}; train it on a trajectory of this system (diffda make-data "
                          f"{system['preset']} with the same keys)")
+
+
+def check_grid_meta(meta: dict, path: str | Path, k: int, layout: GridLayout) -> None:
+    """Refuse a grid's window network of another width, or whose channels or grid differ from ``layout``'s
+    (:func:`~pipeline.models.network_checkpoint.check_compatible`, the message prefixed by ``model.checkpoint``)."""
+    check_width(meta, path, k)
+    try:
+        check_compatible(meta, layout)
+    except InputError as e:
+        raise InputError(f"model.checkpoint={path}: {e}") from None

@@ -1,4 +1,4 @@
-r"""One smoothing window: twin inputs -> S trajectory samples -> ``analysis.zarr``, ``metrics.json``, a PNG.
+r"""One smoothing window: twin or gridded inputs -> S trajectory samples -> ``analysis.zarr``, ``metrics.json``, a PNG.
 
 The window is the filter's (``run.start``, ``run.cycles``): the ``L`` observation times
 ``start+1 .. start+L``. Every rank samples its shard of the ``S = smoother.samples`` trajectories
@@ -13,6 +13,11 @@ rank count); rank 0 gathers them in sample order and writes
   from the RTS mean in RTS posterior standard deviations (``oracle_error``);
 - ``smooth.png``: truth, observations, smoothed mean +- 2 spread (and RTS) for the first components.
 
+On gridded data (``data.preset`` sphere or era5; :mod:`.grid`) the states are the gridded filter's normalised
+``[C, H, W]`` flattened to ``D = C H W``, the window denoiser a trained ``window-unet``, and the outputs are
+those of ``diffda run`` on a grid: each variable's posterior mean under its own name and ``<name>_spread``
+(physical units), the scores in normalised units, ``smooth.png`` maps of the window's centre time.
+
 A window is the unit of work: ``analysis.zarr`` and ``smooth.png`` are written whole (temporary
 siblings renamed into place, :mod:`pipeline.data.atomic`), then ``metrics.json``, atomically and
 last, with the config's fingerprint: the completion marker. A window whose ``metrics.json`` holds
@@ -21,7 +26,8 @@ configuration is refused unless ``fresh``. A stop request (``should_stop``) ends
 sampling starts; a window being sampled is finished, as the filter finishes its cycle.
 
 Refused before any sampling (the message names the key): a window shorter than ``2k+1``, a window
-denoiser whose width or variables do not match, observation times missing from the store.
+denoiser whose width or variables do not match (on a grid: width, channels or grid), a window network of
+the other family (a twin's on a grid, a grid's on a twin), observation times missing from the store.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from ..filters.ensemble import gather_rows
 from .smoother import SmootherSpec, smooth
 
 DIAGNOSTICS = ["rmse_analysis", "spread_analysis", "crps_analysis"]
+TWINS = ("linear", "lorenz63", "lorenz96")
 ARCHIVE_CHAINS = 64  # model=kde: the archive windows are cut from this many independent runs
 
 
@@ -79,13 +86,18 @@ def window_denoiser(cfg: Config, preset: str, params: dict, dim: int) -> Denoise
         from ..data.twins import system_of
         from .neural import NeuralWindowDenoiser
 
-        if cfg.guidance.method == "mmps" and cfg.guidance.covariance == "jacobian":
-            raise ConfigError("model=neural: guidance=mmps with guidance.covariance=jacobian is refused: a trained "
-                              "network's Jacobian is no covariance at high noise (asymmetric, indefinite, 50x off "
-                              "at t = 1 on the linear twin) and the conjugate gradients diverge on it; set "
-                              "guidance=sda (the SDA seed's choice) or guidance.covariance=diagonal")
+        check_network_guidance(cfg)
         return NeuralWindowDenoiser.from_checkpoint(cfg.model.checkpoint, schedule, k, system_of(preset, params))
     raise ConfigError(f"model={cfg.model.kind}: diffda smooth takes model=gaussian, kde or neural")
+
+
+def check_network_guidance(cfg: Config) -> None:
+    """Refuse MMPS with the Jacobian covariance over a trained window network."""
+    if cfg.guidance.method == "mmps" and cfg.guidance.covariance == "jacobian":
+        raise ConfigError("model=neural: guidance=mmps with guidance.covariance=jacobian is refused: a trained "
+                          "network's Jacobian is no covariance at high noise (asymmetric, indefinite, 50x off "
+                          "at t = 1 on the linear twin) and the conjugate gradients diverge on it; set "
+                          "guidance=sda (the SDA seed's choice) or guidance.covariance=diagonal")
 
 
 def check_length(k: int, length: int) -> None:
@@ -137,7 +149,6 @@ def completed(out_dir: Path) -> dict | None:
 def smooth_window(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = None,
                   should_stop: Callable[[], bool] | None = None, fresh: bool = False) -> SmoothResult:
     """Smooth the window (or skip it when complete, see the module docstring); every rank calls this."""
-    from ..problems import load_twin
     from ..run import _any_rank, fingerprint
 
     comm = comm or LocalComm()
@@ -151,44 +162,92 @@ def smooth_window(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None 
         return SmoothResult(done or {}, Path(out_dir), skipped=True)
     if should_stop is not None and _any_rank(comm, should_stop()):
         return SmoothResult({}, Path(out_dir), stopped=True)
-    if cfg.data.preset not in ("linear", "lorenz96", "lorenz63"):
-        raise ConfigError(f"diffda smooth runs on the twins (data.preset=linear, lorenz63, lorenz96); "
-                          f"got data.preset={cfg.data.preset}")
-    cfg_twin = cfg.model_copy(update={"model": cfg.model.model_copy(update={"kind": "gaussian"})})
-    problem = load_twin(cfg_twin, data_dir, torch.device("cpu"), torch.float64)  # refuses missing times
-    from ..data.twins import params_of
-
-    attrs = problem.attrs
-    params = params_of(attrs)
-    length, dim = problem.n_cycles, problem.state_shape[0]
-    k, n_total = cfg.smoother.window_half_width, cfg.smoother.samples
-    check_length(k, length)  # before building the denoiser (the KDE simulates an archive)
-    window = window_denoiser(cfg, attrs["preset"], params, dim)
-    check_window(window, k, length, dim)
+    inputs = (twin_window if cfg.data.preset in TWINS else grid_window)(cfg, data_dir, out_dir)
+    k, n_total, length = cfg.smoother.window_half_width, cfg.smoother.samples, inputs.y.shape[0]
     spec = spec_of(cfg)
     from .smoother import blocks
 
     blocks(length, spec.block, spec.overlap, k)  # refuses a block shorter than 2k+1
     if n_total < comm.size:
         raise ConfigError(f"smoother.samples={n_total} is fewer than the {comm.size} ranks")
-    y = problem.obs_values.clone()  # [L, D], NaN = not observed
-    truth = problem.truth_values[1:length + 1]  # [L, D]
     n = shard_sizes(n_total, comm.size)[comm.rank]
     first = shard_start(n_total, comm.size, comm.rank)
     ids = torch.arange(first, first + n)
-    x, stats = smooth(window, y, problem.noise_variance, problem.operator, spec, cfg.run.seed, ids.tolist())
+    x, stats = smooth(inputs.window, inputs.y, inputs.variance, inputs.operator, spec, cfg.run.seed, ids.tolist())
     seconds = torch.cat(comm.all_gather(torch.tensor([stats["seconds"]], dtype=torch.float64))).max()
     (samples,) = gather_rows(comm, ids, x.double())  # [S, L, D] in sample order, every rank
     if comm.rank != 0:
         comm.barrier()
         return SmoothResult({}, Path(out_dir))
     (Path(out_dir) / "metrics.json").unlink(missing_ok=True)  # no marker over a store being replaced
-    metrics = write_outputs(cfg, problem, params, samples, truth, y, out_dir, data_dir)
+    metrics = inputs.write(samples)
     metrics.update(wall_seconds=time.perf_counter() - wall0, denoiser_seconds=float(seconds),
                    denoiser_calls=int(stats["calls"]) * comm.size, ranks=comm.size, fingerprint=fp)
     write_text(Path(out_dir) / "metrics.json", json.dumps(metrics, indent=2) + "\n")  # the marker, last
     comm.barrier()
     return SmoothResult(metrics, Path(out_dir))
+
+
+@dataclass
+class WindowInputs:
+    """What one window's smoothing needs: the window denoiser, the observations ``y`` ``[L, D]`` (NaN where
+    not observed) with their variance (scalar or ``[L, D]``) and operator, the truth ``[L, D]``, and
+    ``write(samples [S, L, D]) -> metrics`` (the outputs in the data's layout; no timings)."""
+
+    window: Denoiser
+    y: torch.Tensor
+    variance: float | torch.Tensor
+    operator: str
+    truth: torch.Tensor
+    write: Callable[[torch.Tensor], dict]
+
+
+def twin_window(cfg: Config, data_dir: Path, out_dir: Path) -> WindowInputs:
+    """A twin's window (``data.preset`` linear, lorenz63, lorenz96), its checks done."""
+    from ..data.twins import params_of
+    from ..problems import load_twin
+
+    cfg_twin = cfg.model_copy(update={"model": cfg.model.model_copy(update={"kind": "gaussian"})})
+    problem = load_twin(cfg_twin, data_dir, torch.device("cpu"), torch.float64)  # refuses missing times
+    attrs = problem.attrs
+    params = params_of(attrs)
+    length, dim = problem.n_cycles, problem.state_shape[0]
+    k = cfg.smoother.window_half_width
+    check_length(k, length)  # before building the denoiser (the KDE simulates an archive)
+    window = window_denoiser(cfg, attrs["preset"], params, dim)
+    check_window(window, k, length, dim)
+    y = problem.obs_values.clone()  # [L, D], NaN = not observed
+    truth = problem.truth_values[1:length + 1]  # [L, D]
+    return WindowInputs(window, y, problem.noise_variance, problem.operator, truth,
+                        lambda samples: write_outputs(cfg, problem, params, samples, truth, y, out_dir, data_dir))
+
+
+def grid_window(cfg: Config, data_dir: Path, out_dir: Path) -> WindowInputs:
+    """A gridded window (``data.preset`` sphere, era5): :func:`pipeline.smoothers.grid.load_window`."""
+    from .grid import load_window
+
+    return load_window(cfg, data_dir, out_dir)
+
+
+def scores(samples: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``(mean, var)`` ``[L, D]`` of the samples ``[S, L, D]`` and, per time ``[L]``, the RMSE of the mean, the
+    spread and the CRPS against ``truth`` ``[L, D]`` (equal weights; the filter's scores)."""
+    n_total, length = samples.shape[0], samples.shape[1]
+    mean, var = samples.mean(0), samples.var(0, unbiased=False) if n_total > 1 else torch.zeros_like(samples[0])
+    rmse_t = ((mean - truth) ** 2).mean(-1).sqrt()
+    spread_t = var.mean(-1).sqrt()
+    w = torch.full((n_total,), 1.0 / n_total, dtype=torch.float64)
+    crps_t = torch.tensor([crps(samples[:, i], w, truth[i]) for i in range(length)])
+    return mean, var, rmse_t, spread_t, crps_t
+
+
+def summary(cfg: Config, rmse_t: torch.Tensor, spread_t: torch.Tensor, crps_t: torch.Tensor, n_total: int) -> dict:
+    """``metrics.json``'s scores (means over the window) and settings."""
+    return {"rmse_analysis": float(rmse_t.mean()), "spread_analysis": float(spread_t.mean()),
+            "crps_analysis": float(crps_t.mean()), "window": len(rmse_t), "samples": n_total,
+            "window_half_width": cfg.smoother.window_half_width, "corrections": cfg.sampler.corrections,
+            "guidance": cfg.guidance.method, "covariance": cfg.guidance.covariance,
+            "model": cfg.model.kind, "method": "smoother", "software": f"diffda {__version__}"}
 
 
 def write_outputs(cfg: Config, problem, params: dict, samples: torch.Tensor, truth: torch.Tensor,
@@ -199,11 +258,7 @@ def write_outputs(cfg: Config, problem, params: dict, samples: torch.Tensor, tru
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n_total, length = samples.shape[0], samples.shape[1]
-    mean, var = samples.mean(0), samples.var(0, unbiased=False) if n_total > 1 else torch.zeros_like(samples[0])
-    rmse_t = ((mean - truth) ** 2).mean(-1).sqrt()
-    spread_t = var.mean(-1).sqrt()
-    w = torch.full((n_total,), 1.0 / n_total, dtype=torch.float64)
-    crps_t = torch.tensor([crps(samples[:, i], w, truth[i]) for i in range(length)])
+    mean, var, rmse_t, spread_t, crps_t = scores(samples, truth)
     members = n_total if cfg.run.members else None
     attrs = {"config": cfg.to_dict(), "data": str(data_dir), "samples": n_total, "method": "smoother",
              "title": "diffda smoothed window: posterior mean and spread of the trajectory given all its observations"}
@@ -219,11 +274,7 @@ def write_outputs(cfg: Config, problem, params: dict, samples: torch.Tensor, tru
         store.finalise()
 
     write_store(out_dir / "analysis.zarr", fill)
-    metrics: dict = {"rmse_analysis": float(rmse_t.mean()), "spread_analysis": float(spread_t.mean()),
-                     "crps_analysis": float(crps_t.mean()), "window": length, "samples": n_total,
-                     "window_half_width": cfg.smoother.window_half_width, "corrections": cfg.sampler.corrections,
-                     "guidance": cfg.guidance.method, "covariance": cfg.guidance.covariance,
-                     "model": cfg.model.kind, "method": "smoother", "software": f"diffda {__version__}"}
+    metrics = summary(cfg, rmse_t, spread_t, crps_t, n_total)
     rts = None
     if problem.attrs["preset"] == "linear" and problem.operator == "identity":
         rts = oracle(params, y, problem.noise_variance, samples, truth)

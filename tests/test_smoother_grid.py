@@ -13,6 +13,7 @@ exact one by Monte-Carlo error alone: ``E|m_S - m|² = v / S`` per entry, so ove
 """
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,3 +223,34 @@ def test_refusals_before_any_work(grid, tmp_path, capsys):
                "--set", "model=neural", "--set", f"model.checkpoint={root / 'net'}", "--set", "guidance=sda",
                "--set", "smoother.window_half_width=1", "--set", "run.cycles=5"])
     assert rc == 2 and "holds a window-unet network" in capsys.readouterr().err
+
+
+def test_gridded_smoothing_campaign_writes_each_window_once(grid, tmp_path):
+    """``diffda campaign --kind smooth`` on the gridded store (without SLURM: the local profile's job, every
+    window in order): two windows of 6 observation times, each an ``analysis.zarr`` in the filter's gridded
+    layout over its own times; a second pass skips both (their markers and stores are not written again)."""
+    from jobs import campaign
+
+    root, ds = grid
+    config = tmp_path / "smooth-grid.yaml"
+    config.write_text(f"data:\n  preset: era5\nmodel:\n  kind: neural\n  checkpoint: {root / 'net'}\n"
+                      f"smoother:\n  window_half_width: {K}\n  samples: 8\nsampler:\n  steps: 8\n"
+                      "guidance:\n  method: mmps\n  covariance: diagonal\n")
+    manifest, _ = campaign.create(config, [], root / "data", tmp_path / "campaign", "local", "2020-01-01T06",
+                                  "2020-01-04T06", "36h", "independent", None, 2, kind="smooth")
+    ws = manifest["windows"]
+    assert [(w["run_start"], w["cycles"]) for w in ws] == [(0, 6), (6, 6)]
+    job = campaign.WindowSequence([campaign.window_job(manifest, w) for w in ws])
+    job.work(lambda: False)
+    stamps = []
+    for w in ws:
+        out = Path(w["out"])
+        got = xr.open_zarr(out / "analysis.zarr").load()
+        times = ds.time.values[1 + w["run_start"]:1 + w["run_start"] + 6]
+        assert int(got.attrs["complete"]) == 1 and np.array_equal(got.time.values, times)
+        assert {"temperature", "temperature_spread", "u_component_of_wind"} <= set(got.data_vars)
+        assert np.isfinite(got.temperature.values).all()
+        stamps.append(((out / "metrics.json").stat().st_mtime_ns, (out / "analysis.zarr").stat().st_ino))
+    job.work(lambda: False)
+    assert stamps == [((Path(w["out"]) / "metrics.json").stat().st_mtime_ns,
+                       (Path(w["out"]) / "analysis.zarr").stat().st_ino) for w in ws]

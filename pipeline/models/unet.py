@@ -40,8 +40,25 @@ from torch import Tensor, nn
 PoleMode = Literal["roll", "reflect", "zero"]
 
 
+class MultsDict:
+    """``to_dict``/``from_dict`` of a dataclass config with a ``mults`` tuple (a JSON list in the checkpoint's
+    metadata, missing in old ones: ``(1, 2, 2)``): the U-Net configs' (:class:`UNetConfig`,
+    :class:`~.window_unet.WindowUNetConfig`)."""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)  # type: ignore[call-overload]
+        d["mults"] = list(self.mults)  # type: ignore[attr-defined]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        d = dict(d)
+        d["mults"] = tuple(d.get("mults", (1, 2, 2)))
+        return cls(**d)
+
+
 @dataclass(frozen=True)
-class UNetConfig:
+class UNetConfig(MultsDict):
     """Architecture hyper-parameters (stored in the checkpoint metadata)."""
 
     channels: int  # C, state channels (variable × level)
@@ -51,17 +68,6 @@ class UNetConfig:
     blocks: int = 1  # residual blocks per level (down path; the up path has blocks + 1)
     emb: int = 64  # noise-embedding width
     pole: PoleMode = "roll"
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["mults"] = list(self.mults)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "UNetConfig":
-        d = dict(d)
-        d["mults"] = tuple(d.get("mults", (1, 2, 2)))
-        return cls(**d)
 
 
 def sphere_pad(x: Tensor, pad: int, pole: PoleMode = "roll") -> Tensor:

@@ -14,15 +14,15 @@ Shape: ``H`` and ``Wlon`` divisible by ``2**(len(mults)-1)``; ``Wlon`` even for 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from .unet import SphereUNet, UNetConfig
+from .unet import MultsDict, SphereUNet, UNetConfig
 
 
 @dataclass(frozen=True)
-class WindowUNetConfig:
+class WindowUNetConfig(MultsDict):
     """Architecture (stored in the checkpoint metadata)."""
 
     width: int  # W = 2k+1 states in the window
@@ -44,17 +44,6 @@ class WindowUNetConfig:
         """The U-Net over ``W C`` channels, unconditional."""
         return UNetConfig(channels=self.width * self.channels, history=0, base=self.base, mults=self.mults,
                           blocks=self.blocks, emb=self.emb, pole=self.pole)  # type: ignore[arg-type]
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["mults"] = list(self.mults)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "WindowUNetConfig":
-        d = dict(d)
-        d["mults"] = tuple(d.get("mults", (1, 2, 2)))
-        return cls(**d)
 
 
 class WindowUNet(nn.Module):

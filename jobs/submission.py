@@ -180,7 +180,8 @@ def check(profile: Profile, spec: RunSpec, cycle_seconds: float | None = None) -
                           f"there: pass --data DIR with inputs (diffda make-data PRESET --out DIR)")
     if not _creatable(spec.out_dir):
         errors.append(f"output directory {spec.out_dir} cannot be created (no write permission): choose another --out")
-    for key, value in (("model.checkpoint", cfg.model.checkpoint), ("run.init", cfg.run.init)):
+    for key, value in (("model.checkpoint", cfg.model.checkpoint), ("run.init", cfg.run.init),
+                       ("filter.init_climatology", cfg.filter.init_climatology)):
         if value is None:
             continue
         path = Path(value)

@@ -184,3 +184,62 @@ def test_neural_checkpoint_sets_channels_history_and_refuses_another_grid(tmp_pa
                      torch.device("cpu"), torch.float64)
     assert p.layout.latitude == tuple(meta["grid"]["latitude"])
     p.close()
+
+
+def test_climatological_initial_ensemble_is_archive_states_keyed_per_particle(tmp_path):
+    """``filter.init_climatology``: particle i's K history states are K consecutive states of the archive
+    (the data's channel order, normalised), at a time drawn from particle i's own stream: the same for a
+    particle whichever other particles are drawn with it (rank invariance); a mismatched archive is
+    refused by name before anything is written."""
+    import torch
+
+    from pipeline.run import _initial_ensemble
+    from pipeline.distributed.comm import LocalComm
+
+    ckpt, _ = _checkpoint(tmp_path)
+    (tmp_path / "data").mkdir()
+    _data(tmp_path / "data", nt=6)
+    # the archive: another trajectory, latitude descending and variables in another order (reordered on read)
+    (tmp_path / "arch").mkdir()
+    arch = era5_dataset(nt=12, seed=3, ascending=False)
+    arch = arch[list(reversed(list(arch.data_vars)))]
+    write_store(arch, tmp_path / "arch" / "truth.zarr")
+    dev = torch.device("cpu")
+    cfg = _cfg("model=neural", f"model.checkpoint={ckpt}", "filter.particles=5",
+               f"filter.init_climatology={tmp_path / 'arch'}")
+    p = load_gridded(cfg, tmp_path / "data", dev, torch.float64)
+    reader = p.climatology(cfg.filter.init_climatology)
+    x = p.climatological_states(reader, torch.arange(5), seed=7)
+    assert x.shape == (5, 2, *p.state_shape)
+    asc = arch.sortby("latitude")
+    states = np.stack([np.stack([asc[v].sel(level=lv).values for v, lv in p.layout.channels], axis=1)])[0]  # [T, C, H, W]
+    z = (states - np.asarray(p.normalisation.mean)[:, None, None]) / np.asarray(p.normalisation.std)[:, None, None]
+    times = []
+    for i in range(5):  # each member is the pair (t-1, t) of the archive for some t
+        t = [j for j in range(1, len(z)) if np.allclose(x[i, 1].numpy(), z[j], atol=1e-12)]
+        assert len(t) == 1 and np.allclose(x[i, 0].numpy(), z[t[0] - 1], atol=1e-12)
+        times.append(t[0])
+    assert len(set(times)) > 1  # drawn, not one time for all
+    np.testing.assert_array_equal(p.climatological_states(reader, torch.tensor([3, 4]), seed=7).numpy(), x[3:].numpy())
+    assert not torch.equal(p.climatological_states(reader, torch.arange(5), seed=8), x)
+    ens = _initial_ensemble(None, cfg, LocalComm(dev), 5, dev, torch.float64, p, reader)
+    np.testing.assert_array_equal(ens.x.numpy(), p.climatological_states(reader, torch.arange(5), cfg.run.seed).numpy())
+    p.close()
+    # a run starting from it is a run like any other
+    result = assimilate(cfg, tmp_path / "data", tmp_path / "out")
+    assert result.metrics["cycles"] == 4 and np.isfinite(result.metrics["rmse_analysis"])
+    # refusals: missing variable, another grid, a twin preset
+    (tmp_path / "bad").mkdir()
+    write_store(era5_dataset(nt=4, variables=("temperature",)), tmp_path / "bad" / "truth.zarr")
+    with pytest.raises(InputError, match="filter.init_climatology=.*geopotential"):
+        assimilate(_cfg("model=neural", f"model.checkpoint={ckpt}", f"filter.init_climatology={tmp_path / 'bad'}"),
+                   tmp_path / "data", tmp_path / "out-bad")
+    assert not (tmp_path / "out-bad").exists()
+    (tmp_path / "grid").mkdir()
+    write_store(era5_dataset(nt=4, nlat=4, nlon=8), tmp_path / "grid" / "truth.zarr")
+    with pytest.raises(InputError, match="4x8 grid that is not the data's 8x16: regrid"):
+        assimilate(_cfg("model=neural", f"model.checkpoint={ckpt}", f"filter.init_climatology={tmp_path / 'grid'}"),
+                   tmp_path / "data", tmp_path / "out-grid")
+    assert not (tmp_path / "out-grid").exists()
+    with pytest.raises(Exception, match="filter.init_climatology draws gridded states"):
+        load_config(overrides=["data.preset=lorenz96", f"filter.init_climatology={tmp_path / 'arch'}"])

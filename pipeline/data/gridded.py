@@ -211,24 +211,75 @@ class GriddedProblem:
         x = torch.as_tensor(x, dtype=torch.float64)
         return ((x - self._mean) / self._std).to(self.device, self.dtype)
 
+    def _finite(self, x: np.ndarray, reader: Era5Reader, i: int, what: str, fix: str) -> np.ndarray:
+        """``x`` (physical ``[C, H, W]``, ``reader``'s time ``i``), or an ``InputError`` naming its first
+        non-finite point (variable, level, time, latitude, longitude)."""
+        bad = np.argwhere(~np.isfinite(x))
+        if bad.size:
+            c, h, w = (int(j) for j in bad[0])
+            v, lv = self.layout.channels[c]
+            level = f" at {lv:g} hPa" if lv is not None else ""
+            raise InputError(f"{what} is not finite: {v}{level} at time {fmt_time(reader.times[i])}, "
+                             f"latitude {float(self.layout.latitude[h]):g}, longitude {float(self.layout.longitude[w]):g} "
+                             f"({len(bad)} value(s) NaN or infinite in {reader.name}); {fix}")
+        return x
+
     def initial_state(self) -> Tensor:
         """The reference at the ``history`` times up to cycle 0, normalised; an ``InputError`` naming
-        the first non-finite point (variable, level, time, latitude, longitude)."""
-        idx = list(range(self.first - self.history + 1, self.first + 1))
-        states = []
-        for i in idx:
-            x = self.reference.read(i).astype(np.float64)
-            bad = np.argwhere(~np.isfinite(x))
-            if bad.size:
-                c, h, w = (int(j) for j in bad[0])
-                v, lv = self.layout.channels[c]
-                level = f" at {lv:g} hPa" if lv is not None else ""
-                raise InputError(f"the initial state is not finite: {v}{level} at time {fmt_time(self.reference.times[i])}, "
-                                 f"latitude {float(self.layout.latitude[h]):g}, longitude {float(self.layout.longitude[w]):g} "
-                                 f"({len(bad)} value(s) NaN or infinite in {self.reference.name}); fix the store "
-                                 "or start the window elsewhere (run.start)")
-            states.append(self.normalise(x))
+        the first non-finite point."""
+        states = [self.normalise(self._finite(self.reference.read(i).astype(np.float64), self.reference, i,
+                                              "the initial state", "fix the store or start the window elsewhere (run.start)"))
+                  for i in range(self.first - self.history + 1, self.first + 1)]
         return states[0] if self.history == 1 else torch.stack(states)
+
+    def climatology(self, store: str | Path) -> Era5Reader:
+        """``store`` (an ERA5-layout Zarr store, or a data directory holding ``truth.zarr``) opened as a
+        source of initial states: the data's variables, levels, grid and time
+        step, in the data's channel order; an ``InputError`` naming what differs and the fix."""
+        what = f"filter.init_climatology={store}"
+        if (Path(store) / "truth.zarr").is_dir():  # a data directory (diffda make-data's --out)
+            store = Path(store) / "truth.zarr"
+        levels = list(self.layout.levels) or None
+        try:
+            reader = Era5Reader(store, self.layout.variables, levels, name=what, dtype=np.float64)
+        except InputError as e:
+            raise InputError(f"{e} (it must hold the data's variables {', '.join(self.layout.variables)}"
+                             f"{' at levels ' + ', '.join(f'{v:g}' for v in levels) if levels else ''})") from None
+        if set(reader.layout.channels) != set(self.layout.channels):
+            raise InputError(f"{what} has channels {', '.join(reader.layout.channel_names())}, the data "
+                             f"{', '.join(self.layout.channel_names())}: use a store of the same variables and levels")
+        if not _same_points(reader.ds, self.layout):
+            raise InputError(f"{what} is on a {reader.ds.sizes['latitude']}x{reader.ds.sizes['longitude']} grid that is "
+                             f"not the data's {len(self.layout.latitude)}x{len(self.layout.longitude)}: regrid it first")
+        if not (np.array_equal(reader.layout.latitude, self.layout.latitude)
+                and np.array_equal(reader.layout.longitude, self.layout.longitude)):  # the same points, another order
+            reader = Era5Reader(store, self.layout.variables, levels, name=what, dtype=np.float64,
+                                grid=(self.layout.latitude, self.layout.longitude))
+        if reader.layout.channels != self.layout.channels:
+            reader = _reorder(reader, self.layout)
+        if len(reader) < self.history:
+            raise InputError(f"{what} holds {len(reader)} time(s); a member needs {self.history} consecutive ones")
+        step, want = check_time_steps(reader.times, what), check_time_steps(self.reference.times, self.reference.name)
+        if self.history > 1 and step is not None and want is not None and step != want:
+            raise InputError(f"{what} steps every {step}, the data every {want}: a member's {self.history} history "
+                             "states must be one data step apart")
+        return reader
+
+    def climatological_states(self, reader: Era5Reader, ids: Tensor, seed: int) -> Tensor:
+        """Particle ``i``'s initial state: ``reader``'s ``history`` consecutive states ending at the time
+        index ``t_i ~ U{history-1, .., T-1}``, drawn from particle ``i``'s own stream (``rng.generator(seed,
+        0, i, "init")``: independent of the rank holding it), normalised. ``[n, *S]`` or ``[n, K, *S]``."""
+        from ..rng import generator
+
+        out = []
+        for i in ids.tolist():
+            t = int(torch.randint(self.history - 1, len(reader), (1,), generator=generator(seed, 0, int(i), "init")))
+            fix = "choose another run.seed or clean the store"
+            states = [self.normalise(self._finite(reader.read(j), reader, j, "a climatological initial state", fix))
+                      for j in range(t - self.history + 1, t + 1)]
+            out.append(states[0] if self.history == 1 else torch.stack(states))
+        return torch.stack(out) if out else torch.zeros((0, *([self.history] if self.history > 1 else []),
+                                                         *self.state_shape), device=self.device, dtype=self.dtype)
 
     def observation_field(self, k: int) -> tuple[Tensor, Tensor]:
         """Cycle ``k``'s normalised observations ``y_z`` ``[C, H, W]`` (NaN where unobserved) and their

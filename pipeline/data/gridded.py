@@ -211,26 +211,29 @@ class GriddedProblem:
         x = torch.as_tensor(x, dtype=torch.float64)
         return ((x - self._mean) / self._std).to(self.device, self.dtype)
 
-    def _finite(self, x: np.ndarray, reader: Era5Reader, i: int, what: str, fix: str) -> np.ndarray:
-        """``x`` (physical ``[C, H, W]``, ``reader``'s time ``i``), or an ``InputError`` naming its first
-        non-finite point (variable, level, time, latitude, longitude)."""
-        bad = np.argwhere(~np.isfinite(x))
-        if bad.size:
-            c, h, w = (int(j) for j in bad[0])
-            v, lv = self.layout.channels[c]
-            level = f" at {lv:g} hPa" if lv is not None else ""
-            raise InputError(f"{what} is not finite: {v}{level} at time {fmt_time(reader.times[i])}, "
-                             f"latitude {float(self.layout.latitude[h]):g}, longitude {float(self.layout.longitude[w]):g} "
-                             f"({len(bad)} value(s) NaN or infinite in {reader.name}); {fix}")
-        return x
+    def _history(self, reader: Era5Reader, t: int, what: str, fix: str) -> Tensor:
+        """``reader``'s ``history`` consecutive states ending at time index ``t``, normalised (``[*S]``, or
+        ``[K, *S]`` for K > 1); an ``InputError`` naming ``what`` and the first non-finite point (variable,
+        level, time, latitude, longitude), then ``fix``."""
+        states = []
+        for i in range(t - self.history + 1, t + 1):
+            x = reader.read(i)
+            bad = np.argwhere(~np.isfinite(x))
+            if bad.size:
+                c, h, w = (int(j) for j in bad[0])
+                v, lv = self.layout.channels[c]
+                level = f" at {lv:g} hPa" if lv is not None else ""
+                raise InputError(f"{what} is not finite: {v}{level} at time {fmt_time(reader.times[i])}, "
+                                 f"latitude {float(self.layout.latitude[h]):g}, longitude {float(self.layout.longitude[w]):g} "
+                                 f"({len(bad)} value(s) NaN or infinite in {reader.name}); {fix}")
+            states.append(self.normalise(x))
+        return states[0] if self.history == 1 else torch.stack(states)
 
     def initial_state(self) -> Tensor:
         """The reference at the ``history`` times up to cycle 0, normalised; an ``InputError`` naming
         the first non-finite point."""
-        states = [self.normalise(self._finite(self.reference.read(i).astype(np.float64), self.reference, i,
-                                              "the initial state", "fix the store or start the window elsewhere (run.start)"))
-                  for i in range(self.first - self.history + 1, self.first + 1)]
-        return states[0] if self.history == 1 else torch.stack(states)
+        return self._history(self.reference, self.first, "the initial state",
+                             "fix the store or start the window elsewhere (run.start)")
 
     def climatology(self, store: str | Path) -> Era5Reader:
         """``store`` (an ERA5-layout Zarr store, or a data directory holding ``truth.zarr``) opened as a
@@ -274,12 +277,12 @@ class GriddedProblem:
         out = []
         for i in ids.tolist():
             t = int(torch.randint(self.history - 1, len(reader), (1,), generator=generator(seed, 0, int(i), "init")))
-            fix = "choose another run.seed or clean the store"
-            states = [self.normalise(self._finite(reader.read(j), reader, j, "a climatological initial state", fix))
-                      for j in range(t - self.history + 1, t + 1)]
-            out.append(states[0] if self.history == 1 else torch.stack(states))
-        return torch.stack(out) if out else torch.zeros((0, *([self.history] if self.history > 1 else []),
-                                                         *self.state_shape), device=self.device, dtype=self.dtype)
+            out.append(self._history(reader, t, "a climatological initial state",
+                                     "choose another run.seed or clean the store"))
+        if not out:
+            return torch.zeros((0, *([self.history] if self.history > 1 else []), *self.state_shape),
+                               device=self.device, dtype=self.dtype)
+        return torch.stack(out)
 
     def observation_field(self, k: int) -> tuple[Tensor, Tensor]:
         """Cycle ``k``'s normalised observations ``y_z`` ``[C, H, W]`` (NaN where unobserved) and their

@@ -271,8 +271,12 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         plot_cycles(out_dir / "cycles.png", {k: ds[k].values for k in DIAGNOSTICS}, n_total,
                     f"{cfg.data.preset}: {cfg.filter.method}, N={n_total}")
         if last_maps is not None:
-            _write_maps(out_dir / "maps.png", problem, *last_maps,
-                        f"{cfg.data.preset}: {cfg.filter.method}, N={n_total}, cycle {problem.n_cycles}")
+            from .evaluate.maps import observed_points, plot_state_maps
+
+            mean, truth, mean_free, obs = last_maps
+            plot_state_maps(out_dir / "maps.png", problem, mean, truth, mean_free,
+                            observed_points(obs.operator.index.cpu().numpy(), tuple(problem.state_shape)),
+                            f"{cfg.data.preset}: {cfg.filter.method}, N={n_total}, cycle {problem.n_cycles}")
     comm.barrier()
     return RunResult(metrics, out_dir, resumed_from, last_cycle=problem.n_cycles)
 
@@ -372,18 +376,6 @@ def summarise(store: Path, cfg: Config) -> dict:
         "method": cfg.filter.method,
         "software": f"diffda {__version__}",
     }
-
-
-def _write_maps(path: Path, problem: Problem, mean, truth, mean_free, obs, title: str) -> None:
-    """``maps.png`` of the last cycle (:mod:`pipeline.evaluate.maps`), physical units."""
-    from .evaluate.maps import observed_points, plot_maps
-
-    zero = torch.zeros_like(mean)
-    phys = lambda x: {k: v for k, v in problem.fields(x, zero, None).items() if not k.endswith("_spread")}  # noqa: E731
-    layout = problem.layout
-    plot_maps(path, phys(mean), phys(truth), phys(mean_free) if mean_free is not None else None,
-              [float(lv) for lv in layout.levels], np.asarray(layout.latitude), np.asarray(layout.longitude),
-              observed_points(obs.operator.index.cpu().numpy(), tuple(problem.state_shape)), title)
 
 
 def _injected_failure(rank: int, cycle: int) -> None:

@@ -24,6 +24,19 @@ def observed_points(index: np.ndarray, state_shape: tuple[int, ...]) -> np.ndarr
     return mask.reshape(state_shape).any(axis=0)
 
 
+def plot_state_maps(path: str | Path, problem, mean, truth, free, observed: np.ndarray | None, title: str) -> list[str]:
+    """:func:`plot_maps` of a gridded problem's normalised states ``[C, H, W]`` (tensors; ``free`` may be
+    None), put into physical units by ``problem.fields``; ``observed`` ``[H, W]`` or None."""
+    import torch
+
+    zero = torch.zeros_like(mean)
+    phys = lambda x: {k: v for k, v in problem.fields(x, zero, None).items() if not k.endswith("_spread")}  # noqa: E731
+    layout = problem.layout
+    return plot_maps(path, phys(mean), phys(truth), None if free is None else phys(free),
+                     [float(lv) for lv in layout.levels], np.asarray(layout.latitude), np.asarray(layout.longitude),
+                     observed, title)
+
+
 def plot_maps(path: str | Path, analysis: dict[str, np.ndarray], truth: dict[str, np.ndarray],
               free: dict[str, np.ndarray] | None, levels: list[float], latitude: np.ndarray,
               longitude: np.ndarray, observed: np.ndarray | None, title: str) -> list[str]:

@@ -103,14 +103,11 @@ def write_outputs(cfg: Config, problem, samples: torch.Tensor, truth: torch.Tens
 def plot_centre(path: Path, problem, mean: torch.Tensor, truth: torch.Tensor, y: torch.Tensor, title: str) -> None:
     """The filter's maps (smoothed mean, truth, error; observed points) of one time, physical units; nothing
     when the state holds none of the mapped panels (:data:`pipeline.evaluate.maps.PANELS`)."""
-    from ..evaluate.maps import PANELS, plot_maps
+    from ..evaluate.maps import PANELS, plot_state_maps
 
     layout = problem.layout
     levels = [float(lv) for lv in layout.levels]
     if not any(v in layout.variables and lv in levels for v, lv, *_ in PANELS):
         return
-    zero = torch.zeros_like(mean)
-    phys = lambda z: {k: v for k, v in problem.fields(z, zero, None).items() if not k.endswith("_spread")}  # noqa: E731
     observed = (~torch.isnan(y)).any(0).numpy()
-    write_file(path, lambda tmp: plot_maps(tmp, phys(mean), phys(truth), None, levels, np.asarray(layout.latitude),
-                                           np.asarray(layout.longitude), observed, title))
+    write_file(path, lambda tmp: plot_state_maps(tmp, problem, mean, truth, None, observed, title))

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +29,7 @@ from . import particle_checkpoint
 from .config import Config
 from .data.era5 import fmt_time
 from .distributed.comm import Comm, LocalComm, TimedComm, shard_sizes, shard_start
-from .errors import CollectiveError, DiffdaError
+from .errors import CollectiveError, DiffdaError, InputError
 from .evaluate.scores import crps, rmse, spread
 from .filters.base import Filter
 from .filters.ensemble import Ensemble, current, gather_ensemble, weighted_moments
@@ -134,11 +133,9 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
     if meta is not None and meta.get("fingerprint") != fp:
         raise DiffdaError(f"{out_dir} holds a run with another configuration; choose a new --out or pass --fresh")
     members = n_total if cfg.run.members else None
-    # a fresh start reads its initial state now: a non-finite one is refused before anything is written
-    # (or opens the climatological store it draws from: refused, if it does not fit, before anything is written)
-    fresh_start = meta is None and cfg.run.init is None
-    climatology = problem.climatology(cfg.filter.init_climatology) if fresh_start and cfg.filter.init_climatology else None
-    x0 = problem.initial_state() if fresh_start and climatology is None else None
+    # a fresh start draws its initial ensemble now: a non-finite initial state, or a climatological store
+    # that does not fit the data, is refused before anything is written
+    initial = _initial_ensemble(cfg, comm, n_total, device, dtype, problem) if meta is None and cfg.run.init is None else None
     store = None
     if comm.rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -161,7 +158,7 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         ens, _ = particle_checkpoint.load(init, comm, n_total, device, dtype)
         done = 0
     else:
-        ens, done = _initial_ensemble(x0, cfg, comm, n_total, device, dtype, problem, climatology), 0
+        ens, done = initial, 0
     free_ens = None
     if baseline is not None:
         if meta is not None and particle_checkpoint.latest(free_dir) is not None:
@@ -423,19 +420,28 @@ def _max_over_ranks(comm: Comm, value: float) -> float:
     return float(torch.cat(vals).max().cpu())
 
 
-def _initial_ensemble(x0: torch.Tensor | None, cfg: Config, comm: Comm, n_total: int, device: torch.device,
-                      dtype: torch.dtype, problem: Problem, climatology: Any = None) -> Ensemble:
-    """``x0 + init_std * eps_i``, ``eps_i`` from particle ``i``'s own stream; ``x0`` is ``[*S]``, or
-    ``[K, *S]`` for a denoiser conditioned on K states. With ``climatology`` (a gridded problem's
-    :meth:`~pipeline.data.gridded.GriddedProblem.climatology` reader): particle ``i``'s states drawn
-    from it instead, at a time from its own stream."""
+def _initial_ensemble(cfg: Config, comm: Comm, n_total: int, device: torch.device, dtype: torch.dtype,
+                      problem: Problem) -> Ensemble:
+    """This rank's share of the initial ensemble: ``x0 + init_std * eps_i``, ``x0`` the problem's initial
+    state (``[*S]``, or ``[K, *S]`` for a denoiser conditioned on K states) and ``eps_i`` from particle
+    ``i``'s own stream; with ``filter.init_climatology``, particle ``i``'s states drawn from that store
+    instead (:meth:`~pipeline.data.gridded.GriddedProblem.climatological_states`). A non-finite draw on
+    any rank raises the same ``InputError`` (the first such particle's) on every rank."""
     n = shard_sizes(n_total, comm.size)[comm.rank]
     start = shard_start(n_total, comm.size, comm.rank)
     ids = torch.arange(start, start + n, dtype=torch.long)
-    if climatology is not None:
-        x = problem.climatological_states(climatology, ids, cfg.run.seed).to(device, dtype)
-    else:
+    if cfg.filter.init_climatology is None:
+        x0 = problem.initial_state()
         noise = ParticleNoise(cfg.run.seed, 0, ids, "init", device, dtype)
         x = x0 + cfg.filter.init_std * noise.normal(None, tuple(x0.shape)) if n else x0.new_zeros((0, *x0.shape))
+    else:
+        climatology = problem.climatology(cfg.filter.init_climatology)
+        try:
+            x, failed = problem.climatological_states(climatology, ids, cfg.run.seed).to(device, dtype), False
+        except InputError:
+            failed = True
+        if _any_rank(comm, failed):  # every rank redraws all particles: the first bad one's message everywhere
+            problem.climatological_states(climatology, torch.arange(n_total), cfg.run.seed)
+            raise InputError("a climatological initial state is not finite (filter.init_climatology)")
     log_w = torch.full((n,), -float(np.log(n_total)), dtype=torch.float64)
     return Ensemble(ids, x, log_w)

@@ -222,7 +222,7 @@ def test_climatological_initial_ensemble_is_archive_states_keyed_per_particle(tm
     assert len(set(times)) > 1  # drawn, not one time for all
     np.testing.assert_array_equal(p.climatological_states(reader, torch.tensor([3, 4]), seed=7).numpy(), x[3:].numpy())
     assert not torch.equal(p.climatological_states(reader, torch.arange(5), seed=8), x)
-    ens = _initial_ensemble(None, cfg, LocalComm(dev), 5, dev, torch.float64, p, reader)
+    ens = _initial_ensemble(cfg, LocalComm(dev), 5, dev, torch.float64, p)
     np.testing.assert_array_equal(ens.x.numpy(), p.climatological_states(reader, torch.arange(5), cfg.run.seed).numpy())
     p.close()
     # a run starting from it is a run like any other
@@ -241,5 +241,15 @@ def test_climatological_initial_ensemble_is_archive_states_keyed_per_particle(tm
         assimilate(_cfg("model=neural", f"model.checkpoint={ckpt}", f"filter.init_climatology={tmp_path / 'grid'}"),
                    tmp_path / "data", tmp_path / "out-grid")
     assert not (tmp_path / "out-grid").exists()
+    # a non-finite archive state: named (variable, level, time, point), before anything is written
+    nan = era5_dataset(nt=6, seed=3)
+    nan["temperature"][:, 1, 2, 3] = np.nan  # every time: whichever one a member draws
+    (tmp_path / "nan").mkdir()
+    write_store(nan, tmp_path / "nan" / "truth.zarr")
+    with pytest.raises(InputError, match="a climatological initial state is not finite: temperature at 500 hPa at "
+                       "time .* latitude .* longitude .* choose another run.seed or clean the store"):
+        assimilate(_cfg("model=neural", f"model.checkpoint={ckpt}", f"filter.init_climatology={tmp_path / 'nan'}"),
+                   tmp_path / "data", tmp_path / "out-nan")
+    assert not (tmp_path / "out-nan").exists()
     with pytest.raises(Exception, match="filter.init_climatology draws gridded states"):
         load_config(overrides=["data.preset=lorenz96", f"filter.init_climatology={tmp_path / 'arch'}"])

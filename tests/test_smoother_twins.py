@@ -1,6 +1,8 @@
 """The KDE window denoiser (closed form against the mixture written out), the KDE smoother and the
 bootstrap particle smoother (FFBSi) against the RTS oracle on a small linear twin; the twins bench at toy sizes."""
 
+import re
+
 import pytest
 import torch
 
@@ -47,6 +49,32 @@ def test_kde_window_denoiser_is_the_mixture():
     torch.testing.assert_close(den(x_t, t), mean)
     torch.testing.assert_close(den.variance(x_t, t), var)
     torch.testing.assert_close(den(x_t, t[1]), mixture(den, x_t, t[1].expand(4))[0])  # one time for all
+
+
+def test_local_kde_with_the_whole_ring_as_patch_is_the_kde_of_every_rotation():
+    """A patch of all D positions (r = (D-1)/2) centred on p is the window rotated to put p in the middle,
+    so the local denoiser at every position is the whole-window KDE over the archive's rotations (exact)."""
+    from pipeline.smoothers.kde import LocalKDEWindowDenoiser
+
+    g = torch.Generator().manual_seed(7)
+    windows = torch.randn(30, 3, 7, generator=g, dtype=torch.float64)
+    local = LocalKDEWindowDenoiser(SCHEDULE, windows, half_width=3, patches=10**6, bandwidth=0.7)
+    rotations = KDEWindowDenoiser(SCHEDULE, torch.cat([windows.roll(-s, 2) for s in range(7)]), bandwidth=0.7)
+    x_t = torch.randn(4, 3, 7, generator=g, dtype=torch.float64)
+    for t in (torch.tensor(0.3, dtype=torch.float64), torch.tensor([0.05, 0.3, 0.6, 0.95], dtype=torch.float64)):
+        torch.testing.assert_close(local(x_t, t), rotations(x_t, t))
+        torch.testing.assert_close(local.variance(x_t, t), rotations.variance(x_t, t))
+
+
+def test_local_kde_patch_is_refused_off_the_ring_or_wider_than_it():
+    from pipeline.config import ConfigError, load_config
+    from pipeline.smoothers.window import window_denoiser
+
+    for preset, dim, patch, key in (("lorenz63", 3, 1, "data.preset=lorenz96"), ("lorenz96", 8, 4, "model.patch < 4")):
+        cfg = load_config(overrides=[f"data.preset={preset}", "model=kde", "model.archive=64", f"model.patch={patch}",
+                                     "smoother.window_half_width=1"])
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            window_denoiser(cfg, preset, twin_params(preset, {"dim": dim} if preset == "lorenz96" else {}), dim)
 
 
 def test_kde_smoother_tracks_the_rts_smoother_on_the_linear_twin():

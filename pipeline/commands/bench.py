@@ -113,7 +113,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_overrides(sm)
     sm.set_defaults(func=smoother_bench)
     st = bsub.add_parser("smoother-twins", help="the KDE and network smoothers against filters and a particle smoother (L63, L96)")
-    st.add_argument("--cases", default="l63-x1,l63-abs,l96", help="comma-separated: l63-x1, l63-abs, l96")
+    st.add_argument("--cases", default="l63-x1,l63-abs,l63-arctan,l96",
+                    help="comma-separated: l63-x1, l63-abs, l63-arctan, l96")
     st.add_argument("--length", type=int, default=20, help="observation times in the window")
     st.add_argument("--start", type=int, default=50, help="cycles before the window")
     st.add_argument("--k", type=int, default=2, help="window half-width")

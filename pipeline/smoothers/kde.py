@@ -75,3 +75,91 @@ class KDEWindowDenoiser:
         X = self.windows.to(x_t.dtype)
         spread = (pi @ X**2 - (pi @ X) ** 2).clamp(min=0.0)
         return (within + shrink**2 * spread).reshape(x_t.shape)
+
+
+class LocalKDEWindowDenoiser:
+    r"""The KDE window denoiser made local on a ring of ``D`` positions (Lorenz-96).
+
+    The Markov-blanket argument of the window composition, applied across space: position ``p`` of the
+    window takes its entry from the KDE of the patch of ``2r+1`` neighbouring positions centred on it
+    (over all ``W`` states: ``W (2r+1)`` values instead of ``W D``). The ring is homogeneous, so the
+    patches of every position of every archive window form one archive, of which ``patches`` rows are kept
+    (drawn without replacement, seeded). With ``P_p`` the patch of ``x_t`` at ``p`` and the mixture of
+    :class:`KDEWindowDenoiser` over the archive patches ``Z_j``,
+
+        d(x_t, t)_{., p} = sum_j pi_j(P_p) m_{j, centre},   m_j = Z_j + alpha_t h^2 / (alpha_t^2 h^2 + sigma_t^2) (P_p - alpha_t Z_j).
+
+    Shapes: ``x_t`` ``[B, W, D]``; result ``[B, W, D]``; time ``O(B D n_p W (2r+1))``.
+    """
+
+    def __init__(self, schedule: Schedule, windows: Tensor, half_width: int, patches: int,
+                 bandwidth: float | None = None, seed: int = 0):
+        if windows.ndim != 3:
+            raise ValueError(f"archive windows must be [n, W, D]; got {tuple(windows.shape)}")
+        n, self.width, self.dim = windows.shape
+        if not 0 <= 2 * half_width < self.dim:
+            raise ValueError(f"patch half-width {half_width} must leave the patch (2r+1 positions) inside the "
+                             f"ring of {self.dim}")
+        self.schedule, self.r = schedule, half_width
+        self.k = (self.width - 1) // 2
+        self.index = (torch.arange(self.dim)[:, None] + torch.arange(-half_width, half_width + 1)[None]) % self.dim
+        pool = self._patches(windows)  # [n D, W (2r+1)]
+        g = torch.Generator().manual_seed(seed)
+        keep = torch.randperm(pool.shape[0], generator=g)[:patches] if patches < pool.shape[0] else slice(None)
+        self.patches = pool[keep].contiguous()
+        self.centre = self.patches.reshape(-1, self.width, 2 * half_width + 1)[:, :, half_width]  # [n_p, W]
+        self.h = scott_bandwidth(self.patches, self.patches.shape[1], 1.0 if bandwidth is None else bandwidth)
+
+    @classmethod
+    def from_trajectory(cls, schedule: Schedule, trajectory: Tensor, k: int, half_width: int, patches: int,
+                        bandwidth: float | None = None, seed: int = 0) -> "LocalKDEWindowDenoiser":
+        """As :meth:`KDEWindowDenoiser.from_trajectory`, then local patches of half-width ``half_width``."""
+        chains = trajectory if trajectory.ndim == 3 else trajectory[None]
+        windows = chains.unfold(1, 2 * k + 1, 1).permute(0, 1, 3, 2).flatten(0, 1).contiguous()
+        return cls(schedule, windows, half_width, patches, bandwidth, seed)
+
+    def _patches(self, x: Tensor) -> Tensor:
+        """``[B, W, D]`` -> the patch of every position, ``[B D, W (2r+1)]`` (centre at offset ``r``)."""
+        b = x.shape[0]
+        return x[:, :, self.index.to(x.device)].permute(0, 2, 1, 3).reshape(b * self.dim, -1)
+
+    def _mixture(self, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``pi`` ``[B D, n_p]`` and, on the centre entries ``[.., W]``: ``1 - alpha c``, ``c``, ``h^2 sigma^2 / var``."""
+        b = x_t.shape[0]
+        alpha, sigma = self.schedule(expand_time(torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device),
+                                                 x_t.flatten(1)))
+        alpha = alpha.reshape(-1, 1).repeat_interleave(self.dim if alpha.numel() == b and b > 1 else 1, 0)
+        sigma = sigma.reshape(-1, 1).repeat_interleave(self.dim if sigma.numel() == b and b > 1 else 1, 0)
+        Z, h2 = self.patches.to(x_t.dtype), (self.h**2).to(x_t.dtype)
+        var = alpha**2 * h2 + sigma**2  # [B D or 1, W (2r+1)]
+        a = self._patches(x_t) / var.sqrt()
+        w = alpha / var.sqrt()
+        if var.shape[0] == 1:
+            b_ = w * Z
+            cross, bb = a @ b_.T, (b_**2).sum(-1)[None]
+        else:
+            cross, bb = (a * w) @ Z.T, (w**2) @ (Z**2).T
+        pi = torch.softmax(cross - 0.5 * bb, dim=-1)  # [B D, n_p]
+        centre = slice(self.r, None, 2 * self.r + 1)  # the centre entries of the flattened [W, 2r+1]
+        c = (alpha * h2 / var)[:, centre]
+        alpha_c = alpha if alpha.shape[1] == 1 else alpha[:, centre]
+        return pi, 1 - alpha_c * c, c, (h2 * sigma**2 / var)[:, centre]
+
+    def _unpatch(self, v: Tensor, b: int) -> Tensor:
+        """``[B D, W]`` (position-major) -> ``[B, W, D]``."""
+        return v.reshape(b, self.dim, self.width).transpose(1, 2)
+
+    def __call__(self, x_t: Tensor, t: Tensor, condition: Tensor | None = None) -> Tensor:
+        b = x_t.shape[0]
+        pi, shrink, c, _ = self._mixture(x_t, t)
+        x_c = x_t.transpose(1, 2).reshape(b * self.dim, self.width)
+        out = shrink * (pi @ self.centre.to(x_t.dtype)) + c * x_c
+        return self._unpatch(out, b).reshape(x_t.shape)
+
+    def variance(self, x_t: Tensor, t: Tensor) -> Tensor:
+        """As :meth:`KDEWindowDenoiser.variance`, per position from its patch's mixture: ``[B, W, D]``."""
+        b = x_t.shape[0]
+        pi, shrink, _, within = self._mixture(x_t, t)
+        C = self.centre.to(x_t.dtype)
+        spread = (pi @ C**2 - (pi @ C) ** 2).clamp(min=0.0)
+        return self._unpatch(within + shrink**2 * spread, b).reshape(x_t.shape)

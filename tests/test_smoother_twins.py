@@ -73,7 +73,7 @@ def test_local_kde_patch_is_refused_off_the_ring_or_wider_than_it():
     for preset, dim, patch, key in (("lorenz63", 3, 1, "data.preset=lorenz96"), ("lorenz96", 8, 4, "model.patch < 4")):
         cfg = load_config(overrides=[f"data.preset={preset}", "model=kde", "model.archive=64", f"model.patch={patch}",
                                      "smoother.window_half_width=1"])
-        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        with pytest.raises(ConfigError, match=re.escape(key)):
             window_denoiser(cfg, preset, twin_params(preset, {"dim": dim} if preset == "lorenz96" else {}), dim)
 
 

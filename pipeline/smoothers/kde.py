@@ -23,6 +23,30 @@ from ..diffusion.schedules import Schedule
 from ..models.kde import scott_bandwidth
 
 
+def cut_windows(trajectory: Tensor, k: int) -> Tensor:
+    """All windows of ``2k+1`` consecutive states of ``trajectory`` ``[T, D]`` (``T - 2k`` of them) or of
+    each of the chains ``[C, T, D]`` (``C (T - 2k)``): ``[n, 2k+1, D]``."""
+    chains = trajectory if trajectory.ndim == 3 else trajectory[None]
+    return chains.unfold(1, 2 * k + 1, 1).permute(0, 1, 3, 2).flatten(0, 1).contiguous()
+
+
+def mixture_weights(x: Tensor, alpha: Tensor, var: Tensor, X: Tensor) -> Tensor:
+    """``pi_j ∝ exp(-|x - alpha X_j|² / (2 var))`` (diagonal ``var``), ``[B, n]``, for ``x`` ``[B, E]``,
+    ``X`` ``[n, E]``, ``alpha`` ``[B or 1, 1]`` and ``var`` ``[B or 1, E]``.
+
+    The squared distances come from one matrix product of the whitened ``x / sqrt(var)`` and
+    ``alpha X / sqrt(var)`` (no ``[B, n, E]`` intermediate); the ``|x|²`` term is the same for every ``j``.
+    """
+    a = x / var.sqrt()
+    if var.shape[0] == 1:
+        b = alpha * X / var.sqrt()  # [n, E]
+        cross, bb = a @ b.T, (b**2).sum(-1)[None]
+    else:  # per-sample times: b_j = alpha X_j / sqrt(var) differs by sample
+        w = alpha / var.sqrt()  # [B, E]
+        cross, bb = (a * w) @ X.T, (w**2) @ (X**2).T
+    return torch.softmax(cross - 0.5 * bb, dim=-1)
+
+
 class KDEWindowDenoiser:
     def __init__(self, schedule: Schedule, windows: Tensor, bandwidth: float | None = None):
         if windows.ndim != 3:
@@ -36,31 +60,18 @@ class KDEWindowDenoiser:
     @classmethod
     def from_trajectory(cls, schedule: Schedule, trajectory: Tensor, k: int,
                         bandwidth: float | None = None) -> "KDEWindowDenoiser":
-        """All windows of ``2k+1`` consecutive states of ``trajectory`` ``[T, D]`` (``T - 2k`` of them)
-        or of each of the chains ``[C, T, D]`` (``C (T - 2k)``)."""
-        chains = trajectory if trajectory.ndim == 3 else trajectory[None]
-        windows = chains.unfold(1, 2 * k + 1, 1).permute(0, 1, 3, 2).flatten(0, 1).contiguous()  # [n, W, D]
-        return cls(schedule, windows, bandwidth)
+        """The KDE of the windows of ``trajectory`` (:func:`cut_windows`)."""
+        return cls(schedule, cut_windows(trajectory, k), bandwidth)
 
     def _mixture(self, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``pi`` ``[B, n]``, the shrink ``1 - alpha c``, ``c = alpha h^2 / var`` and ``h^2 sigma^2 / var`` ``[.., W D]``.
-
-        ``m_j = (1 - alpha c) X_j + c x_t``; the squared distances come from one matrix product of the
-        whitened ``x_t / sqrt(var)`` and ``alpha X / sqrt(var)`` (no ``[B, n, W D]`` intermediate).
-        """
+        """``pi`` ``[B, n]``, the shrink ``1 - alpha c``, ``c = alpha h^2 / var`` and ``h^2 sigma^2 / var`` ``[.., W D]``;
+        ``m_j = (1 - alpha c) X_j + c x_t``."""
         alpha, sigma = self.schedule(expand_time(torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device),
                                                  x_t.flatten(1)))
         alpha, sigma = alpha.reshape(-1, 1), sigma.reshape(-1, 1)
         X, h2 = self.windows.to(x_t.dtype), (self.h**2).to(x_t.dtype)
         var = alpha**2 * h2 + sigma**2  # [B or 1, W D]
-        a = x_t.flatten(1) / var.sqrt()
-        if var.shape[0] == 1:
-            b = alpha * X / var.sqrt()  # [n, W D]
-            cross, bb = a @ b.T, (b**2).sum(-1)[None]
-        else:  # per-sample times: b_j = alpha X_j / sqrt(var) differs by sample
-            w = alpha / var.sqrt()  # [B, W D]
-            cross, bb = (a * w) @ X.T, (w**2) @ (X**2).T
-        pi = torch.softmax(cross - 0.5 * bb, dim=-1)  # the |a|^2 term is the same for every j
+        pi = mixture_weights(x_t.flatten(1), alpha, var, X)
         c = alpha * h2 / var
         return pi, 1 - alpha * c, c, h2 * sigma**2 / var
 
@@ -96,7 +107,7 @@ class LocalKDEWindowDenoiser:
                  bandwidth: float | None = None, seed: int = 0):
         if windows.ndim != 3:
             raise ValueError(f"archive windows must be [n, W, D]; got {tuple(windows.shape)}")
-        n, self.width, self.dim = windows.shape
+        _, self.width, self.dim = windows.shape
         if not 0 <= 2 * half_width < self.dim:
             raise ValueError(f"patch half-width {half_width} must leave the patch (2r+1 positions) inside the "
                              f"ring of {self.dim}")
@@ -113,10 +124,8 @@ class LocalKDEWindowDenoiser:
     @classmethod
     def from_trajectory(cls, schedule: Schedule, trajectory: Tensor, k: int, half_width: int, patches: int,
                         bandwidth: float | None = None, seed: int = 0) -> "LocalKDEWindowDenoiser":
-        """As :meth:`KDEWindowDenoiser.from_trajectory`, then local patches of half-width ``half_width``."""
-        chains = trajectory if trajectory.ndim == 3 else trajectory[None]
-        windows = chains.unfold(1, 2 * k + 1, 1).permute(0, 1, 3, 2).flatten(0, 1).contiguous()
-        return cls(schedule, windows, half_width, patches, bandwidth, seed)
+        """The local KDE of the windows of ``trajectory`` (:func:`cut_windows`)."""
+        return cls(schedule, cut_windows(trajectory, k), half_width, patches, bandwidth, seed)
 
     def _patches(self, x: Tensor) -> Tensor:
         """``[B, W, D]`` -> the patch of every position, ``[B D, W (2r+1)]`` (centre at offset ``r``)."""
@@ -125,25 +134,17 @@ class LocalKDEWindowDenoiser:
 
     def _mixture(self, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``pi`` ``[B D, n_p]`` and, on the centre entries ``[.., W]``: ``1 - alpha c``, ``c``, ``h^2 sigma^2 / var``."""
-        b = x_t.shape[0]
         alpha, sigma = self.schedule(expand_time(torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device),
                                                  x_t.flatten(1)))
-        alpha = alpha.reshape(-1, 1).repeat_interleave(self.dim if alpha.numel() == b and b > 1 else 1, 0)
-        sigma = sigma.reshape(-1, 1).repeat_interleave(self.dim if sigma.numel() == b and b > 1 else 1, 0)
-        Z, h2 = self.patches.to(x_t.dtype), (self.h**2).to(x_t.dtype)
+        alpha, sigma = alpha.reshape(-1, 1), sigma.reshape(-1, 1)
+        if alpha.shape[0] > 1:  # per-sample times: one row per (sample, position) patch
+            alpha, sigma = alpha.repeat_interleave(self.dim, 0), sigma.repeat_interleave(self.dim, 0)
+        h2 = (self.h**2).to(x_t.dtype)
         var = alpha**2 * h2 + sigma**2  # [B D or 1, W (2r+1)]
-        a = self._patches(x_t) / var.sqrt()
-        w = alpha / var.sqrt()
-        if var.shape[0] == 1:
-            b_ = w * Z
-            cross, bb = a @ b_.T, (b_**2).sum(-1)[None]
-        else:
-            cross, bb = (a * w) @ Z.T, (w**2) @ (Z**2).T
-        pi = torch.softmax(cross - 0.5 * bb, dim=-1)  # [B D, n_p]
+        pi = mixture_weights(self._patches(x_t), alpha, var, self.patches.to(x_t.dtype))  # [B D, n_p]
         centre = slice(self.r, None, 2 * self.r + 1)  # the centre entries of the flattened [W, 2r+1]
         c = (alpha * h2 / var)[:, centre]
-        alpha_c = alpha if alpha.shape[1] == 1 else alpha[:, centre]
-        return pi, 1 - alpha_c * c, c, (h2 * sigma**2 / var)[:, centre]
+        return pi, 1 - alpha * c, c, (h2 * sigma**2 / var)[:, centre]
 
     def _unpatch(self, v: Tensor, b: int) -> Tensor:
         """``[B D, W]`` (position-major) -> ``[B, W, D]``."""

@@ -78,16 +78,17 @@ def window_denoiser(cfg: Config, preset: str, params: dict, dim: int) -> Denoise
         from ..data.twins import simulate_chains
         from .kde import KDEWindowDenoiser
 
-        g = torch.Generator().manual_seed(10_000 + cfg.run.seed)
-        chains = min(ARCHIVE_CHAINS, cfg.model.archive)  # independent of the truth, integrated as one batch
-        archive = simulate_chains(preset, params, chains, -(-cfg.model.archive // chains) + 2 * k - 1, g)
-        if cfg.model.patch is not None:
+        if cfg.model.patch is not None:  # refused before the archive is simulated
             if preset != "lorenz96":
                 raise ConfigError(f"model.patch={cfg.model.patch}: local KDE patches need a ring (data.preset="
                                   f"lorenz96); remove model.patch for data.preset={preset}")
             if 2 * cfg.model.patch >= dim:
                 raise ConfigError(f"model.patch={cfg.model.patch}: a patch of {2 * cfg.model.patch + 1} positions "
                                   f"does not fit the ring of {dim}; choose model.patch < {(dim + 1) // 2}")
+        g = torch.Generator().manual_seed(10_000 + cfg.run.seed)
+        chains = min(ARCHIVE_CHAINS, cfg.model.archive)  # independent of the truth, integrated as one batch
+        archive = simulate_chains(preset, params, chains, -(-cfg.model.archive // chains) + 2 * k - 1, g)
+        if cfg.model.patch is not None:
             from .kde import LocalKDEWindowDenoiser
 
             return LocalKDEWindowDenoiser.from_trajectory(schedule, archive, k, cfg.model.patch, cfg.model.archive,

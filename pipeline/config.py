@@ -115,10 +115,11 @@ class FilterConfig(Section):
     spinup: int = Field(0, ge=0, description="cycles left out of the summary metrics")
     init_std: float = Field(1.0, ge=0.0, description="initial ensemble: truth at cycle 0 plus N(0, init_std^2)")
     init_climatology: Path | None = Field(
-        None, description="gridded data: a climatological initial ensemble instead: member i is the state (with its "
-        "history) of this ERA5-layout store (or data directory's truth.zarr) at a time drawn for particle i (seeded by run.seed; the same variables, "
-        "levels and grid as the data), so the filter starts with no knowledge of the truth and must converge; "
-        "None = truth at cycle 0 plus N(0, init_std^2)")
+        None, description="a climatological initial ensemble instead: member i is the state (with its history) of "
+        "this store at a time drawn for particle i (seeded by run.seed), so the filter starts with no knowledge of "
+        "the truth and must converge. Gridded data: an ERA5-layout store (or a data directory's truth.zarr) with "
+        "the data's variables, levels and grid; twins: another run of the same system (a data directory of "
+        "`diffda make-data` with another seed). None = truth at cycle 0 plus N(0, init_std^2)")
 
 
     @field_validator("target_ess")
@@ -194,9 +195,6 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
-        if self.filter.init_climatology is not None and self.data.preset not in ("sphere", "era5"):
-            raise ValueError(f"filter.init_climatology draws gridded states; data.preset={self.data.preset} is a twin: "
-                             "use filter.init_std there, or filter.init_climatology=null")
         if self.model.kind == "neural" and self.data.preset not in ("sphere", "era5") and self.model.checkpoint is None:
             raise ValueError(f"model=neural on a twin (data.preset={self.data.preset}) is diffda smooth's trained "
                              f"window prior: set model.checkpoint=DIR (diffda train --set kind=window-mlp or kind=window-conv)")

@@ -39,6 +39,10 @@ class Problem(Protocol):
 
     def initial_state(self) -> Tensor: ...
 
+    def climatology(self, store: str | Path) -> object: ...  # filter.init_climatology, checked against the data
+
+    def climatological_states(self, climatology: object, ids: Tensor, seed: int) -> Tensor: ...
+
     def observation(self, k: int) -> Observation: ...
 
     def truth(self, k: int) -> Tensor | None: ...
@@ -87,6 +91,49 @@ class TwinProblem:
                              f"component {int(bad[0])} ({bad.numel()} value(s) NaN or infinite); fix truth.zarr "
                              "or start the window elsewhere (run.start)")
         return x0.to(self.device, self.dtype)
+
+    def climatology(self, store: str | Path) -> Tensor:
+        """``store`` (a twin data directory of the same system, or its ``truth.zarr``: ``diffda make-data``
+        with another ``seed``) as a source of initial states: its truth ``[T, D]``, float64 on the CPU; an
+        ``InputError`` naming what differs and the fix."""
+        from .data.twins import params_of, system_of
+
+        what = f"filter.init_climatology={store}"
+        path = Path(store) / "truth.zarr" if (Path(store) / "truth.zarr").is_dir() else Path(store)
+        preset = self.attrs["preset"]
+        make = f"make one with `diffda make-data {preset} --out DIR --set seed=1` and the data's system keys"
+        if not (path / "zarr.json").exists() and not (path / ".zattrs").exists():
+            raise InputError(f"{what}: no twin store there; {make}")
+        ds = xr.open_zarr(path)
+        if ds.attrs.get("preset") != preset or "x" not in ds:
+            raise InputError(f"{what} holds no {preset} twin (preset={ds.attrs.get('preset')!r}); {make}")
+        want, have = system_of(preset, params_of(self.attrs)), system_of(preset, params_of(dict(ds.attrs)))
+        if have != want:
+            diff = ", ".join(f"{k}={have.get(k)!r} (data: {want.get(k)!r})" for k in want if have.get(k) != want.get(k))
+            raise InputError(f"{what} is another system: {diff}; {make}")
+        x = torch.from_numpy(ds.x.values).double()
+        if len(x) < self.history:
+            raise InputError(f"{what} holds {len(x)} time(s); a member needs {self.history} consecutive ones")
+        return x
+
+    def climatological_states(self, climatology: Tensor, ids: Tensor, seed: int) -> Tensor:
+        """Particle ``i``'s initial state: the ``history`` consecutive states of ``climatology`` ``[T, D]``
+        ending at ``t_i ~ U{history-1, .., T-1}``, drawn from particle ``i``'s own stream (``rng.generator(seed,
+        0, i, "init")``, as on grids: independent of the rank holding it). ``[n, D]`` or ``[n, K, D]``; an
+        ``InputError`` naming the time of a non-finite draw."""
+        from .rng import generator
+
+        k, out = self.history, []
+        for i in ids.tolist():
+            t = int(torch.randint(k - 1, len(climatology), (1,), generator=generator(seed, 0, int(i), "init")))
+            x = climatology[t - k + 1:t + 1]
+            if not torch.isfinite(x).all():
+                raise InputError(f"a climatological initial state is not finite: time index {t} of "
+                                 "filter.init_climatology; choose another run.seed or clean the store")
+            out.append(x if k > 1 else x[0])
+        if not out:
+            return torch.zeros((0, *([k] if k > 1 else []), *self.state_shape), device=self.device, dtype=self.dtype)
+        return torch.stack(out).to(self.device, self.dtype)
 
     def observation(self, k: int) -> Observation:
         return Observation.from_field(self.obs_values[k - 1].to(self.device, self.dtype), self.noise_variance, self.operator)

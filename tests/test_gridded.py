@@ -228,7 +228,7 @@ def test_climatological_initial_ensemble_is_archive_states_keyed_per_particle(tm
     # a run starting from it is a run like any other
     result = assimilate(cfg, tmp_path / "data", tmp_path / "out")
     assert result.metrics["cycles"] == 4 and np.isfinite(result.metrics["rmse_analysis"])
-    # refusals: missing variable, another grid, a twin preset
+    # refusals: missing variable, another grid
     (tmp_path / "bad").mkdir()
     write_store(era5_dataset(nt=4, variables=("temperature",)), tmp_path / "bad" / "truth.zarr")
     with pytest.raises(InputError, match="filter.init_climatology=.*geopotential"):
@@ -251,5 +251,3 @@ def test_climatological_initial_ensemble_is_archive_states_keyed_per_particle(tm
         assimilate(_cfg("model=neural", f"model.checkpoint={ckpt}", f"filter.init_climatology={tmp_path / 'nan'}"),
                    tmp_path / "data", tmp_path / "out-nan")
     assert not (tmp_path / "out-nan").exists()
-    with pytest.raises(Exception, match="filter.init_climatology draws gridded states"):
-        load_config(overrides=["data.preset=lorenz96", f"filter.init_climatology={tmp_path / 'arch'}"])

@@ -163,10 +163,11 @@ def test_bench_smoother_twins_runs_every_row(tmp_path):
     body, rows = run_twins_bench(*args)
     methods = [r["method"] for r in rows]
     assert methods == ["smoother (KDE)", "smoother (network)", "bootstrap PF filter", "bootstrap PF smoother (FFBSi)",
-                       "bootstrap PF smoother (FFBSi), blurred model", "ETKF (spun up)"]
+                       "bootstrap PF smoother (FFBSi), blurred model", "ETKF (spun up)", "ETKF (from the climatology)"]
     assert all(r["rmse"] > 0 for r in rows) and "RMSE mirrored" in body and "q'=1 (truth: 0.1)" in rows[4]["setting"]
-    assert [r["mirrored"] is not None for r in rows] == [True, True, False, True, True, False]
-    assert [r["misfit"] is not None for r in rows] == [True, True, False, True, True, False]
+    assert [r["mirrored"] is not None for r in rows] == [True, True, False, True, True, False, False]
+    assert [r["misfit"] is not None for r in rows] == [True, True, False, True, True, False, False]
+    assert rows[6]["setting"].endswith("the window's observations only, from the climatology")
     assert rows[3]["misfit"] < rows[4]["misfit"]  # the blurred model's trajectories follow the dynamics less
     assert "MLP 256x3, 5 steps on 300 cycles" in rows[1]["setting"]
     _, again = run_twins_bench(*args)

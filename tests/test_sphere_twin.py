@@ -88,34 +88,36 @@ def test_station_seed_moves_the_stations_not_the_noise(stores):
 
 
 def test_emulator_truth_is_a_sampled_rollout(stores):
-    """The first K states are the dinosaur states; state K is one draw of the filter's sampler."""
+    """The first K states (K = the emulator's history) are the dinosaur states; state K is one draw of
+    the filter's sampler conditioned on them."""
     import xarray as xr
 
     from pipeline.diffusion.sampler import Sampler
     from pipeline.models.neural import NeuralDenoiser
     from pipeline.models.weights import default_checkpoint
 
+    den = NeuralDenoiser.from_checkpoint(default_checkpoint())
+    k = den.history
     emu = xr.open_zarr(stores / "emu" / "truth.zarr")
     dino = xr.open_zarr(stores / "dino" / "truth.zarr")
     assert dict(emu.sizes) == dict(dino.sizes) and set(emu.data_vars) == set(dino.data_vars)
-    assert emu.attrs["truth"] == "emulator" and emu.attrs["emulator_history"] == 2
+    assert emu.attrs["truth"] == "emulator" and emu.attrs["emulator_history"] == k
     for v in sphere.VARIABLES:
         assert emu[v].dims == dino[v].dims and emu[v].attrs["units"] == dino[v].attrs["units"]
-        np.testing.assert_array_equal(emu[v].values[:2], dino[v].values[:2])
+        np.testing.assert_array_equal(emu[v].values[:k], dino[v].values[:k])
         assert np.isfinite(emu[v].values).all()
-    den = NeuralDenoiser.from_checkpoint(default_checkpoint())
     chans = [(v, int(lv)) for v, lv in den.meta["channels"]]
     stack = lambda ds, i: np.stack([ds[v].sel(level=lv).values[i] for v, lv in chans])  # noqa: E731
-    z = den.normalisation.normalise(torch.from_numpy(np.stack([stack(emu, 0), stack(emu, 1)]).astype(np.float64))).float()
+    z = den.normalisation.normalise(torch.from_numpy(np.stack([stack(emu, i) for i in range(k)]).astype(np.float64))).float()
     gen = torch.Generator().manual_seed(3)
     shape = tuple(z.shape[1:])
     x = Sampler(den, steps=4).sample(z[None], lambda: torch.randn((1, *shape), generator=gen, dtype=torch.float64).float(), shape)
     want = den.normalisation.denormalise(x[0].detach().double()).numpy()
-    got = stack(emu, 2)
+    got = stack(emu, k)
     scale = np.asarray(den.normalisation.std)[:, None, None]
     assert np.abs((got - want) / scale).max() < 1e-4  # float32 store, normalised units
     # a 6-hour step of the emulator moves the state by about its increment scale, not by noise of size 1
-    step = np.sqrt(np.mean(((stack(emu, 2) - stack(emu, 1)) / scale) ** 2))
+    step = np.sqrt(np.mean(((stack(emu, k) - stack(emu, k - 1)) / scale) ** 2))
     assert 0.05 < step < 0.5
 
 

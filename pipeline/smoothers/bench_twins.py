@@ -17,9 +17,11 @@ model noise ``q``; every row scores the same window (RMSE and spread of the mean
   reference filter and smoother on the same information as the score smoothers; with ``blur``, FFBSi
   again for each model-noise variance ``q'`` in it (the truth's is ``q``): the reference smoother given a
   model as blurred as ``q'``;
-- the case's filters (``ETKF (spun up)``, on Lorenz-96 also ``LETKF (spun up)``): ``diffda run`` from
-  cycle 0 (initial ensemble around the truth) to the window's end, scored over the window: they have seen
-  ``run.start`` more cycles of observations.
+- the case's filters (``ETKF``, on Lorenz-96 also ``LETKF``), each twice: ``(from the climatology)``,
+  ``diffda run`` over the window alone with the initial ensemble drawn from the networks' training run
+  (``filter.init_climatology``): the filter on the same observations as the smoothers; and ``(spun up)``,
+  from cycle 0 (initial ensemble around the truth) to the window's end, scored over the window: it has
+  seen ``run.start`` more cycles of observations.
 
 Every row with trajectories also gives their ``misfit``: the median over trajectories and times of the
 one-step residual ``|x_{l+1} - m(x_l)|² / (D q)`` (about 1 for draws of the chain): how sharply the
@@ -211,17 +213,23 @@ def run_twins_bench(out_root: Path, cases: list[str], length: int, start: int, k
                                         q)["smoother"]
                 row("bootstrap PF smoother (FFBSi), blurred model", tr.mean(0), tr.var(0), time.perf_counter() - t0,
                     f"N={particles}, M=256, model noise q'={q:g} (truth: {params['q']:g})", tr)
+        climatology = out_root / f"train-{preset}"  # another run of the chain (seed 1): the smoothers' prior's
         for name, filter_overrides in filters.items():
-            t0 = time.perf_counter()
-            run_cfg = load_config(overrides=[*data, f"run.cycles={start + length}", *filter_overrides])
-            run_dir = out_root / f"{name.split()[0].lower()}-{case}"
-            assimilate(run_cfg, data_dir, run_dir, fresh=True)
-            ds = xr.open_zarr(run_dir / "analysis.zarr")
-            rmse_t, spread_t = ds["rmse_analysis"].values[-length:], ds["spread_analysis"].values[-length:]
-            rows.append(dict(case=case, title=title, method=name, rmse=float(rmse_t.mean()),
-                             spread=float(spread_t.mean()), mirrored=None, misfit=None, seconds=time.perf_counter() - t0,
-                             setting=" ".join(filter_overrides[1:]) + ", from cycle 0"))
-            log(f"{case} {name}: RMSE {rows[-1]['rmse']:.3f}")
+            kind = name.split()[0]
+            for method, window_overrides, run_dir, how in (
+                    (name, [f"run.cycles={start + length}"], out_root / f"{kind.lower()}-{case}", "from cycle 0"),
+                    (f"{kind} (from the climatology)",
+                     [f"run.start={start}", f"run.cycles={length}", f"filter.init_climatology={climatology}"],
+                     out_root / f"{kind.lower()}-clim-{case}", "the window's observations only, from the climatology")):
+                t0 = time.perf_counter()
+                assimilate(load_config(overrides=[*data, *window_overrides, *filter_overrides]), data_dir, run_dir,
+                           fresh=True)
+                ds = xr.open_zarr(run_dir / "analysis.zarr")
+                rmse_t, spread_t = ds["rmse_analysis"].values[-length:], ds["spread_analysis"].values[-length:]
+                rows.append(dict(case=case, title=title, method=method, rmse=float(rmse_t.mean()),
+                                 spread=float(spread_t.mean()), mirrored=None, misfit=None,
+                                 seconds=time.perf_counter() - t0, setting=" ".join(filter_overrides[1:]) + ", " + how))
+                log(f"{case} {method}: RMSE {rows[-1]['rmse']:.3f}")
     fmt = lambda v, digits=3: "-" if v is None else f"{v:.{digits}f}"  # noqa: E731
     table = markdown_table(["case", "method", "setting", "RMSE", "RMSE mirrored", "spread", "misfit", "seconds"],
                            [[r["title"], r["method"], r["setting"], f"{r['rmse']:.3f}", fmt(r["mirrored"]),
@@ -236,8 +244,10 @@ def run_twins_bench(out_root: Path, cases: list[str], length: int, start: int, k
             f"lr 1e-3; the MLP, window-mlp, for Lorenz-63, the ring convolution, window-conv, for Lorenz-96; size "
             f"and steps in the setting) on {train_cycles} cycles of the same chain (seed 1; held out: the last "
             f"10 %; seconds: the smoothing only, training in the setting). The smoothers and the bootstrap PF rows "
-            f"see the window's observations only (prior: the climatology); the (L)ETKF rows have also seen the "
-            f"{start} cycles before the window and started around the truth. RMSE and spread: means over the "
+            f"see the window's observations only (prior: the climatology), as do the (L)ETKF rows "
+            f"from the climatology (the initial ensemble drawn from the networks' training run: "
+            f"filter.init_climatology, run.start={start}, run.cycles={length}); the spun-up (L)ETKF rows have also "
+            f"seen the {start} cycles before the window and started around the truth. RMSE and spread: means over the "
             f"window's times of the per-time RMSE of the mean and of the ensemble spread; RMSE mirrored: the "
             f"same after replacing each sampled trajectory by its mirror image (-x, -y, z) where that is closer "
             f"to the truth (the |x| case's symmetry); misfit: the median one-step residual |x' - m(x)|^2 / (D q) "

@@ -1,7 +1,7 @@
 """Checkpoints shipped with diffda (package data).
 
 ``sphere64x32/``: the neural emulator of the ``sphere`` preset (Held–Suarez on the
-WeatherBench2 64×32 grid; temperature, geopotential, u and v at 250, 500 and 850 hPa; history 2).
+WeatherBench2 64×32 grid; temperature, geopotential, u and v at 250, 500 and 850 hPa; history 1).
 How it was made and how good it is: ``README.md`` in that directory and ``docs/benchmarks.md``.
 """
 

@@ -118,14 +118,13 @@ class TwinProblem:
 
     def climatological_states(self, climatology: Tensor, ids: Tensor, seed: int) -> Tensor:
         """Particle ``i``'s initial state: the ``history`` consecutive states of ``climatology`` ``[T, D]``
-        ending at ``t_i ~ U{history-1, .., T-1}``, drawn from particle ``i``'s own stream (``rng.generator(seed,
-        0, i, "init")``, as on grids: independent of the rank holding it). ``[n, D]`` or ``[n, K, D]``; an
+        ending at the time index ``t_i`` of :func:`~pipeline.rng.climatology_times`, as on grids (particle
+        ``i``'s own stream: independent of the rank holding it). ``[n, D]`` or ``[n, K, D]``; an
         ``InputError`` naming the time of a non-finite draw."""
-        from .rng import generator
+        from .rng import climatology_times
 
         k, out = self.history, []
-        for i in ids.tolist():
-            t = int(torch.randint(k - 1, len(climatology), (1,), generator=generator(seed, 0, int(i), "init")))
+        for t in climatology_times(seed, ids, k, len(climatology)):
             x = climatology[t - k + 1:t + 1]
             if not torch.isfinite(x).all():
                 raise InputError(f"a climatological initial state is not finite: time index {t} of "

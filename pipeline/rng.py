@@ -50,6 +50,13 @@ def generator(seed: int, cycle: int, index: int, purpose: str, device: torch.dev
     return g
 
 
+def climatology_times(seed: int, ids: Tensor, history: int, length: int) -> list[int]:
+    """``filter.init_climatology``: particle ``i``'s time index ``t_i ~ U{history-1, .., length-1}`` in a
+    store of ``length`` times, from its own stream ``(seed, 0, i, "init")``: the same on whichever rank."""
+    return [int(torch.randint(history - 1, length, (1,), generator=generator(seed, 0, int(i), "init")))
+            for i in ids.tolist()]
+
+
 def _mulhilo(a: Tensor, m: int) -> tuple[Tensor, Tensor]:
     """``(hi, lo)`` 32-bit halves of ``a * m`` for uint32 ``a`` (int64 tensor) and a uint32 constant,
     without int64 overflow: ``m = m_hi 2^16 + m_lo``, every partial product below 2^48."""

@@ -270,15 +270,12 @@ class GriddedProblem:
 
     def climatological_states(self, reader: Era5Reader, ids: Tensor, seed: int) -> Tensor:
         """Particle ``i``'s initial state: ``reader``'s ``history`` consecutive states ending at the time
-        index ``t_i ~ U{history-1, .., T-1}``, drawn from particle ``i``'s own stream (``rng.generator(seed,
-        0, i, "init")``: independent of the rank holding it), normalised. ``[n, *S]`` or ``[n, K, *S]``."""
-        from ..rng import generator
+        index ``t_i`` of :func:`~pipeline.rng.climatology_times` (particle ``i``'s own stream: independent
+        of the rank holding it), normalised. ``[n, *S]`` or ``[n, K, *S]``."""
+        from ..rng import climatology_times
 
-        out = []
-        for i in ids.tolist():
-            t = int(torch.randint(self.history - 1, len(reader), (1,), generator=generator(seed, 0, int(i), "init")))
-            out.append(self._history(reader, t, "a climatological initial state",
-                                     "choose another run.seed or clean the store"))
+        out = [self._history(reader, t, "a climatological initial state", "choose another run.seed or clean the store")
+               for t in climatology_times(seed, ids, self.history, len(reader))]
         if not out:
             return torch.zeros((0, *([self.history] if self.history > 1 else []), *self.state_shape),
                                device=self.device, dtype=self.dtype)

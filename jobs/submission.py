@@ -181,7 +181,8 @@ def check(profile: Profile, spec: RunSpec, cycle_seconds: float | None = None) -
     if not _creatable(spec.out_dir):
         errors.append(f"output directory {spec.out_dir} cannot be created (no write permission): choose another --out")
     for key, value in (("model.checkpoint", cfg.model.checkpoint), ("run.init", cfg.run.init),
-                       ("filter.init_climatology", cfg.filter.init_climatology)):
+                       ("filter.init_climatology", cfg.filter.init_climatology),
+                       ("filter.model_error", cfg.filter.model_error), ("filter.static_samples", cfg.filter.static_samples)):
         if value is None:
             continue
         path = Path(value)

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "pipeline.commands.prepare",
     "pipeline.commands.smooth",
     "pipeline.commands.model_error",
+    "pipeline.commands.static_samples",
 ]
 
 

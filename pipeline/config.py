@@ -112,6 +112,17 @@ class FilterConfig(Section):
     model_error: Path | None = Field(
         None, description="additive inflation: the model-error samples (model_error.npz, `diffda model-error`); "
         "None = the one beside model.checkpoint (the shipped emulator's for the sphere preset)")
+    static_gain: float = Field(
+        0.0, ge=0.0, le=1.0, description="beta of the hybrid-gain correction of the analysis mean by a static "
+        "covariance from tendency samples (pipeline/filters/static_gain.py): every member shifted by "
+        "beta (B o C) H^T [H (B o C) H^T + R]^-1 (y - H xbar^a); 0 = off")
+    static_scale: float = Field(1.0, gt=0.0, description="static_gain: s of B = s^2 Cov(samples)")
+    static_radius: float | None = Field(
+        None, gt=0.0, description="static_gain: Gaspari-Cohn half-width of B's localisation (zero beyond 2c; ring "
+        "index distance on twins, great-circle km on grids); None = infinite")
+    static_samples: Path | None = Field(
+        None, description="static_gain: the tendency samples (static_samples.npz, `diffda static-samples`); None = the "
+        "one beside model.checkpoint (the shipped emulator's for the sphere preset)")
     spinup: int = Field(0, ge=0, description="cycles left out of the summary metrics")
     init_std: float = Field(1.0, ge=0.0, description="initial ensemble: truth at cycle 0 plus N(0, init_std^2)")
     init_climatology: Path | None = Field(

@@ -117,6 +117,7 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
     history = problem.history
     filt = make_filter(cfg, comm, propagator, problem)
     additive = additive_inflation(cfg, comm, problem)
+    static = static_gain(cfg, comm, problem)
     # run.free_baseline: the same ensemble, same seeds, propagated without observations, timed apart
     baseline = None
     if cfg.run.free_baseline and cfg.filter.method != "free":
@@ -192,6 +193,8 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         _injected_failure(comm.rank, k)
         g = cfg.run.start + k  # the data's cycle: randomness is keyed by it, so windows chain bit for bit
         result = filt.cycle(ens, g, obs)
+        if static is not None:
+            result = static(result, obs)
         _injected_nan(result.next, k)
         bad = _nonfinite_particle(comm, result.analysis, result.next)
         if bad is not None:  # before cycle k is written: the store and checkpoint end at a good cycle
@@ -322,6 +325,17 @@ def make_filter(cfg: Config, comm: Comm, propagator: Propagator, problem: Proble
     raise DiffdaError(f"filter.method={method} is not implemented")
 
 
+def _beside_checkpoint(cfg: Config, path: Path | None, file: str, key: str, how: str) -> Path:
+    """``path``, or ``file`` beside ``model.checkpoint`` (the shipped emulator's when unset)."""
+    if path is not None:
+        return path
+    if cfg.model.kind != "neural":
+        raise DiffdaError(f"{key} needs a file for model={cfg.model.kind}: set {key}=FILE; {how}")
+    from .models.weights import default_checkpoint
+
+    return Path(cfg.model.checkpoint or default_checkpoint()) / file
+
+
 def additive_inflation(cfg: Config, comm: Comm, problem: Problem):
     """The configured :class:`~pipeline.filters.additive.AdditiveInflation` (None when
     ``filter.additive_inflation = 0``, and for ``filter.method=free``: the model alone, like the free
@@ -331,16 +345,28 @@ def additive_inflation(cfg: Config, comm: Comm, problem: Problem):
     from .filters.additive import AdditiveInflation
     from .models.model_error import FILE, load_anomalies
 
-    path = cfg.filter.model_error
-    if path is None:
-        if cfg.model.kind != "neural":
-            raise DiffdaError("filter.additive_inflation > 0 needs filter.model_error=FILE (model-error samples) "
-                              f"for model={cfg.model.kind}; make them with `diffda model-error`")
-        from .models.weights import default_checkpoint
-
-        path = Path(cfg.model.checkpoint or default_checkpoint()) / FILE
+    path = _beside_checkpoint(cfg, cfg.filter.model_error, FILE, "filter.model_error",
+                              "make model-error samples with `diffda model-error`")
     anomalies = load_anomalies(path, tuple(problem.state_shape))
     return AdditiveInflation(comm, anomalies, cfg.filter.additive_inflation, cfg.run.seed, problem.history)
+
+
+def static_gain(cfg: Config, comm: Comm, problem: Problem):
+    """The configured :class:`~pipeline.filters.static_gain.StaticGain` (None when ``filter.static_gain
+    = 0``, and for ``filter.method=free``), its samples from ``filter.static_samples`` or beside the
+    checkpoint, ``B = s^2 Cov(samples)``."""
+    if cfg.filter.static_gain == 0 or cfg.filter.method == "free":
+        return None
+    from .filters.localisation import geometry_of
+    from .filters.static_gain import StaticGain
+    from .models.static_samples import FILE, load_anomalies
+
+    f = cfg.filter
+    path = _beside_checkpoint(cfg, f.static_samples, FILE, "filter.static_samples",
+                              "make tendency samples with `diffda static-samples`")
+    a = load_anomalies(path, tuple(problem.state_shape))
+    z = f.static_scale * a / (a.shape[0] - 1) ** 0.5
+    return StaticGain(comm, z, geometry_of(problem), f.static_radius, f.static_gain, problem.history)
 
 
 def summarise(store: Path, cfg: Config) -> dict:

@@ -57,7 +57,7 @@ def test_model_error_file_is_checked(tmp_path):
     with pytest.raises(InputError, match=r"shape \[4, 2, 3\].*state is \[3, 2\]"):
         load_anomalies(tmp_path / "me.npz", (3, 2))
     (tmp_path / "bad.npz").write_bytes(b"not an npz")
-    with pytest.raises(InputError, match="not a readable model-error file"):
+    with pytest.raises(InputError, match="not a readable file of model-error samples"):
         load_anomalies(tmp_path / "bad.npz", (2, 3))
     a = load_anomalies(tmp_path / "me.npz", (2, 3))
     assert a.shape == (4, 6) and float(a.abs().max()) == 0.0  # identical samples: no anomaly

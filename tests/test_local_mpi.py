@@ -33,10 +33,16 @@ def data(tmp_path_factory):
     ("pf-local", ["filter.weights=seed", "filter.tempering=adaptive", "filter.rtps=0.5", "filter.inflation=1.05"]),
     ("pf-local", ["filter.transform=netf", "filter.rtps=0.5"]),
     ("pf-local", ["filter.transform=netf", "filter.hybrid=1.0", "filter.rtps=0.5"]),
+    ("pf-local", ["filter.transform=netf", "filter.hybrid=1.0", "filter.rtps=0.5", "filter.static_gain=0.5",
+                  "filter.static_samples={samples}", "filter.static_radius=6"]),
 ])
 def test_local_filters_independent_of_ranks(data, tmp_path, method: str, extra: list[str]) -> None:
     if MPIEXEC is None:
         pytest.skip("no mpiexec")
+    samples = tmp_path / "static.npz"  # the static covariance's samples: the truth's tendencies
+    truth = xr.open_zarr(data / "truth.zarr").x.values
+    np.savez(samples, samples=np.diff(truth, axis=0))
+    extra = [e.format(samples=samples) for e in extra]
     outs = {}
     for n in (1, 2):
         out = tmp_path / f"{method}-p{n}"

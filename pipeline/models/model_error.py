@@ -63,19 +63,8 @@ def save(path: Path, errors: np.ndarray, cycles: list[int], data: str) -> None:
 def load_anomalies(path: Path, state_shape: tuple[int, ...], key: str = "filter.model_error") -> Tensor:
     """The anomalies ``E`` ``[S, D]`` float64 of the samples in ``path``; an ``InputError`` naming
     ``key`` when the file is missing, unreadable, of another state shape or not finite."""
-    path = Path(path)
-    fix = "make it with `diffda model-error --data DIR --checkpoint CKPT` (docs/sphere.md)"
-    if not path.is_file():
-        raise InputError(f"{key}: no model-error samples at {path}; {fix}, or set filter.additive_inflation=0")
-    try:
-        with np.load(path) as f:
-            e = np.asarray(f["errors"], dtype=np.float64)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise InputError(f"{key}: {path} is not a readable model-error file ({err}); {fix}") from None
-    if tuple(e.shape[1:]) != tuple(state_shape) or e.shape[0] < 2:
-        raise InputError(f"{key}: {path} holds samples of shape {list(e.shape)}, but the state is "
-                         f"{list(state_shape)} (at least 2 samples needed); {fix} for this checkpoint")
-    if not np.isfinite(e).all():
-        raise InputError(f"{key}: {path} holds non-finite values; {fix}")
-    e = e.reshape(e.shape[0], -1)
-    return torch.from_numpy(e - e.mean(0))
+    from .samples import load_anomalies as load
+
+    return load(path, "errors", state_shape, key, "model-error samples",
+                "make it with `diffda model-error --data DIR --checkpoint CKPT` (docs/sphere.md)",
+                "filter.additive_inflation=0")

@@ -1,0 +1,65 @@
+r"""Samples of the state's 6-hour tendency, for the static covariance of ``filter.static_gain``
+(:mod:`pipeline.filters.static_gain`).
+
+On a training trajectory (not the one scored), for ``S`` cycles ``k`` spread evenly over it:
+
+    t_k = x^{k+1} - x^k         (normalised units, as the filter's state; [*S] each)
+
+Their covariance is that of the 6-hour change of the atmosphere: large-scale, balanced (a
+temperature tendency comes with the geopotential and wind tendencies the dynamics tie to it), and of
+the size of the errors a 6-hourly analysis has to correct. Stored as ``static_samples.npz`` beside
+the checkpoint: ``samples`` ``[S, *S]`` float16, ``cycles`` and ``data`` (where they came from).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torch import Tensor
+
+from ..errors import InputError
+
+FILE = "static_samples.npz"
+
+
+def estimate(problem, samples: int, progress=None) -> tuple[np.ndarray, list[int]]:
+    """``(tendencies [S, *S] float32, cycles)``: ``t_k`` for ``S`` cycles ``k`` evenly spaced over
+    ``problem``'s truth (``truth(k)``, read in order)."""
+    n = problem.n_cycles
+    if n - 1 < samples:
+        raise InputError(f"the data hold {n} cycles: {n - 1} tendencies, fewer than the {samples} samples asked; "
+                         "make a longer trajectory (make-data --set days=...) or lower --samples")
+    cycles = [1 + (i * (n - 1)) // samples for i in range(samples)]
+    wanted = set(cycles)
+    out = []
+    prev = problem.truth(1)
+    for k in range(1, cycles[-1] + 1):
+        nxt = problem.truth(k + 1)
+        if k in wanted:
+            out.append((nxt - prev).double().cpu().numpy().astype(np.float32))
+            if progress is not None:
+                progress(len(out), samples)
+        prev = nxt
+    return np.stack(out), cycles
+
+
+def save(path: Path, tendencies: np.ndarray, cycles: list[int], data: str) -> None:
+    from ..data.atomic import write_file
+
+    def write(p: Path) -> None:
+        with open(p, "wb") as f:
+            np.savez_compressed(f, samples=tendencies.astype(np.float16), cycles=np.asarray(cycles),
+                                data=np.asarray(data))
+
+    write_file(path, write)
+
+
+def load_anomalies(path: Path, state_shape: tuple[int, ...], key: str = "filter.static_samples") -> Tensor:
+    """The anomalies ``[S, D]`` float64 of the tendencies in ``path``; an ``InputError`` naming ``key``
+    when the file is missing, unreadable, of another state shape or not finite."""
+    from .samples import load_anomalies as load
+
+    return load(path, "samples", state_shape, key, "static samples",
+                "make it with `diffda static-samples --data TRAIN_DIR --checkpoint CKPT` (docs/sphere.md)",
+                "filter.static_gain=0")

@@ -25,22 +25,18 @@ FILE = "static_samples.npz"
 
 def estimate(problem, samples: int, progress=None) -> tuple[np.ndarray, list[int]]:
     """``(tendencies [S, *S] float32, cycles)``: ``t_k`` for ``S`` cycles ``k`` evenly spaced over
-    ``problem``'s truth (``truth(k)``, read in order)."""
+    ``problem``'s truth (``truth(k)`` and ``truth(k + 1)`` of those cycles only)."""
     n = problem.n_cycles
     if n - 1 < samples:
         raise InputError(f"the data hold {n} cycles: {n - 1} tendencies, fewer than the {samples} samples asked; "
                          "make a longer trajectory (make-data --set days=...) or lower --samples")
     cycles = [1 + (i * (n - 1)) // samples for i in range(samples)]
-    wanted = set(cycles)
     out = []
-    prev = problem.truth(1)
-    for k in range(1, cycles[-1] + 1):
-        nxt = problem.truth(k + 1)
-        if k in wanted:
-            out.append((nxt - prev).double().cpu().numpy().astype(np.float32))
-            if progress is not None:
-                progress(len(out), samples)
-        prev = nxt
+    for k in cycles:
+        x = problem.truth(k)
+        out.append((problem.truth(k + 1) - x).double().cpu().numpy().astype(np.float32))
+        if progress is not None:
+            progress(len(out), samples)
     return np.stack(out), cycles
 
 

@@ -38,7 +38,7 @@ from torch import Tensor
 from ..diffusion.observation import Observation
 from ..distributed.comm import Comm
 from .base import CycleResult
-from .ensemble import Ensemble, weighted_moments
+from .ensemble import Ensemble, current, weighted_moments
 from .localisation import Geometry, gaspari_cohn
 
 
@@ -52,8 +52,9 @@ def static_increment(z: Tensor, xbar: Tensor, obs: Observation, geometry: Geomet
     xb = xbar.double().cpu()
     d = obs.y.double().cpu() - obs.operator(xb[None])[0].double().cpu()  # [M]
     zo = z[:, index] * obs.operator.derivative(xb[None])[0].double().cpu()  # [S, M]: H' Z
-    taper = static_taper(geometry, geometry.columns_of(index), radius)  # [P, M]
-    obs_taper = taper[geometry.columns_of(index)]  # [M, M]
+    columns = geometry.columns_of(index)
+    taper = static_taper(geometry, columns, radius)  # [P, M]
+    obs_taper = taper[columns]  # [M, M]
     g = (zo.T @ zo) * obs_taper + torch.diag(obs.variance.double().cpu())  # H (B o C) H^T + R
     v = torch.linalg.solve(g, d)  # [M]
     u = (zo * v) @ taper.T  # [S, P]: sum_o Z_o[s, o] v_o C(p, o)
@@ -84,15 +85,14 @@ class StaticGain:
         if obs.size == 0:
             return result
         a = result.analysis
-        newest = a.x if self.history == 1 else a.x[:, -1]
-        mean, _ = weighted_moments(self.comm, newest, a.log_w)
+        mean, _ = weighted_moments(self.comm, current(a.x, self.history), a.log_w)
         delta = static_increment(self.anomalies, mean.flatten(), obs, self.geometry, self.radius, self.beta)
         carry = None if result.carry is None else self._shift(result.carry, delta)
         return CycleResult(self._shift(a, delta), result.forecast_mean, result.diagnostics, carry)
 
     def _shift(self, ens: Ensemble, delta: Tensor) -> Ensemble:
         x = ens.x.clone()
-        newest = x if self.history == 1 else x[:, -1]
+        newest = current(x, self.history)  # a view: shifting it shifts x
         newest += delta.reshape(newest.shape[1:]).to(x.device, x.dtype)
         return Ensemble(ens.ids, x, ens.log_w)
 

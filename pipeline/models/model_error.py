@@ -51,13 +51,9 @@ def estimate(problem, propagator, samples: int, stride: int = 1, progress=None) 
 
 
 def save(path: Path, errors: np.ndarray, cycles: list[int], data: str) -> None:
-    from ..data.atomic import write_file
+    from .samples import save as write
 
-    def write(p: Path) -> None:
-        with open(p, "wb") as f:
-            np.savez_compressed(f, errors=errors.astype(np.float16), cycles=np.asarray(cycles), data=np.asarray(data))
-
-    write_file(path, write)
+    write(path, "errors", errors, cycles, data)
 
 
 def load_anomalies(path: Path, state_shape: tuple[int, ...], key: str = "filter.model_error") -> Tensor:

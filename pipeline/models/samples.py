@@ -1,5 +1,5 @@
 """Stored samples of the state (model errors, tendencies) and their anomalies, for the filters'
-covariances: the one loader of :mod:`.model_error` and :mod:`.static_samples` files."""
+covariances: the one writer and loader of :mod:`.model_error` and :mod:`.static_samples` files."""
 
 from __future__ import annotations
 
@@ -10,6 +10,19 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+
+
+def save(path: Path, field: str, samples: np.ndarray, cycles: list[int], data: str) -> None:
+    """Write ``samples`` ``[S, *S]`` (float16) under ``field``, the ``cycles`` they came from and the
+    ``data`` directory, compressed and atomically (no partial file on failure)."""
+    from ..data.atomic import write_file
+
+    def write(p: Path) -> None:
+        with open(p, "wb") as f:
+            np.savez_compressed(f, **{field: samples.astype(np.float16)}, cycles=np.asarray(cycles),
+                                data=np.asarray(data))
+
+    write_file(path, write)
 
 
 def load_anomalies(path: Path, field: str, state_shape: tuple[int, ...], key: str, what: str, fix: str,

@@ -41,14 +41,9 @@ def estimate(problem, samples: int, progress=None) -> tuple[np.ndarray, list[int
 
 
 def save(path: Path, tendencies: np.ndarray, cycles: list[int], data: str) -> None:
-    from ..data.atomic import write_file
+    from .samples import save as write
 
-    def write(p: Path) -> None:
-        with open(p, "wb") as f:
-            np.savez_compressed(f, samples=tendencies.astype(np.float16), cycles=np.asarray(cycles),
-                                data=np.asarray(data))
-
-    write_file(path, write)
+    write(path, "samples", tendencies, cycles, data)
 
 
 def load_anomalies(path: Path, state_shape: tuple[int, ...], key: str = "filter.static_samples") -> Tensor:

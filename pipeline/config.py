@@ -94,9 +94,12 @@ class FilterConfig(Section):
     inflation: float = Field(1.0, ge=1.0, description="etkf, letkf: multiplicative inflation of the prior anomalies; pf-local: of the resampled spread")
     kde_bandwidth_x: float = Field(1.0, gt=0.0, description="kde: state bandwidth factor on Scott's rule")
     kde_bandwidth_y: float = Field(1.0, gt=0.0, description="kde: measurement bandwidth factor on Scott's rule")
-    localization_radius: float | None = Field(
-        None, gt=0.0, description="letkf, pf-local: Gaspari-Cohn half-width c (zero beyond 2c): ring index "
-        "distance on twins, great-circle km on grids (DAPPER's loc_rad = c / 1.82); None = infinite")
+    localization_radius: float | Literal["auto"] | None = Field(
+        None, description="letkf, pf-local: Gaspari-Cohn half-width c (zero beyond 2c): ring index "
+        "distance on twins, great-circle km on grids (DAPPER's loc_rad = c / 1.82); None = infinite; auto = "
+        "localization_spacings times the mean spacing of the first cycle's observed columns (pipeline/filters/localisation.py)")
+    localization_spacings: float = Field(
+        0.75, gt=0.0, description="localization_radius=auto: the half-width in mean observation spacings")
     rtps: float = Field(0.0, ge=0.0, le=1.0, description="letkf: relaxation to prior spread (Whitaker & Hamill 2012); pf-local: of the resampled spread")
     transform: Literal["resample", "netf"] = Field(
         "resample", description="pf-local: how the local weights move the particles: resample (local systematic "
@@ -117,9 +120,12 @@ class FilterConfig(Section):
         "covariance from tendency samples (pipeline/filters/static_gain.py): every member shifted by "
         "beta (B o C) H^T [H (B o C) H^T + R]^-1 (y - H xbar^a); 0 = off")
     static_scale: float = Field(1.0, gt=0.0, description="static_gain: s of B = s^2 Cov(samples)")
-    static_radius: float | None = Field(
-        None, gt=0.0, description="static_gain: Gaspari-Cohn half-width of B's localisation (zero beyond 2c; ring "
-        "index distance on twins, great-circle km on grids); None = infinite")
+    static_radius: float | Literal["auto"] | None = Field(
+        None, description="static_gain: Gaspari-Cohn half-width of B's localisation (zero beyond 2c; ring "
+        "index distance on twins, great-circle km on grids); None = infinite; auto = static_spacings times the "
+        "mean observation spacing, as localization_radius=auto")
+    static_spacings: float = Field(
+        1.5, gt=0.0, description="static_radius=auto: the half-width in mean observation spacings")
     static_samples: Path | None = Field(
         None, description="static_gain: the tendency samples (static_samples.npz, `diffda static-samples`); None = the "
         "one beside model.checkpoint (the shipped emulator's for the sphere preset)")
@@ -132,6 +138,13 @@ class FilterConfig(Section):
         "the data's variables, levels and grid; twins: another run of the same system (a data directory of "
         "`diffda make-data` with another seed). None = truth at cycle 0 plus N(0, init_std^2)")
 
+
+    @field_validator("localization_radius", "static_radius")
+    @classmethod
+    def _radius(cls, v: float | str | None) -> float | str | None:
+        if isinstance(v, (int, float)) and v <= 0:
+            raise ValueError("a radius must be > 0 (km on grids, index distance on twins), auto or null (infinite)")
+        return v
 
     @field_validator("target_ess")
     @classmethod

@@ -115,9 +115,14 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         exact=cfg.sampler.exact,
     )
     history = problem.history
-    filt = make_filter(cfg, comm, propagator, problem)
+    radius = radii(cfg, problem)
+    auto = [k for k in radius if getattr(cfg.filter, k) == "auto"]
+    if auto and log is not None and comm.rank == 0:
+        units = "km" if len(problem.state_shape) > 1 else "grid points"
+        log("from the observation spacing: " + ", ".join(f"filter.{k}={radius[k]:.0f} {units}" for k in auto))
+    filt = make_filter(cfg, comm, propagator, problem, radius["localization_radius"])
     additive = additive_inflation(cfg, comm, problem)
-    static = static_gain(cfg, comm, problem)
+    static = static_gain(cfg, comm, problem, radius["static_radius"])
     # run.free_baseline: the same ensemble, same seeds, propagated without observations, timed apart
     baseline = None
     if cfg.run.free_baseline and cfg.filter.method != "free":
@@ -142,7 +147,8 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         out_dir.mkdir(parents=True, exist_ok=True)
         from .data.analysis import AnalysisStore
 
-        attrs = {"config": cfg.to_dict(), "fingerprint": fp, "data": str(data_dir), "particles": n_total}
+        attrs = {"config": cfg.to_dict(), "fingerprint": fp, "data": str(data_dir), "particles": n_total,
+                 "radii": radius}
         store = AnalysisStore.create(out_dir / "analysis.zarr", problem.template(members), problem.times,
                                      attrs, DIAGNOSTICS, resume=meta is not None)
     comm.barrier()
@@ -264,6 +270,8 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
     if comm.rank == 0 and store is not None:
         store.finalise()
         metrics = summarise(out_dir / "analysis.zarr", cfg)
+        if cfg.filter.method in ("letkf", "pf-local") or (static is not None):
+            metrics["radii"] = radius  # auto resolved: the numbers the run used
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         from .evaluate.plots import plot_cycles
 
@@ -281,9 +289,10 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
     return RunResult(metrics, out_dir, resumed_from, last_cycle=problem.n_cycles)
 
 
-def make_filter(cfg: Config, comm: Comm, propagator: Propagator, problem: Problem) -> Filter:
+def make_filter(cfg: Config, comm: Comm, propagator: Propagator, problem: Problem, radius: float | None) -> Filter:
     """The configured filter (``filter.method``) as one of the classes of :mod:`pipeline.filters`,
-    for ``problem``'s state shape, history and (for the localised filters) geometry."""
+    for ``problem``'s state shape, history and (for the localised filters) geometry and ``radius``
+    (``filter.localization_radius`` resolved by :func:`radii`)."""
     from .filters.etkf import ETKF
     from .filters.free import FreeRun
     from .filters.pf_bootstrap import BootstrapPF
@@ -315,11 +324,10 @@ def make_filter(cfg: Config, comm: Comm, propagator: Propagator, problem: Proble
         if method == "letkf":
             from .filters.letkf import LETKF
 
-            return LETKF(comm, propagator, shape, geometry, f.particles, f.localization_radius, f.inflation,
-                         f.rtps, history)
+            return LETKF(comm, propagator, shape, geometry, f.particles, radius, f.inflation, f.rtps, history)
         from .filters.pf_local import LocalPF
 
-        return LocalPF(comm, propagator, shape, geometry, f.particles, f.localization_radius, cfg.run.seed,
+        return LocalPF(comm, propagator, shape, geometry, f.particles, radius, cfg.run.seed,
                        band=band, history=history, rtps=f.rtps, inflation=f.inflation, transform=f.transform,
                        hybrid=f.hybrid)
     raise DiffdaError(f"filter.method={method} is not implemented")
@@ -351,10 +359,11 @@ def additive_inflation(cfg: Config, comm: Comm, problem: Problem):
     return AdditiveInflation(comm, anomalies, cfg.filter.additive_inflation, cfg.run.seed, problem.history)
 
 
-def static_gain(cfg: Config, comm: Comm, problem: Problem):
+def static_gain(cfg: Config, comm: Comm, problem: Problem, radius: float | None):
     """The configured :class:`~pipeline.filters.static_gain.StaticGain` (None when ``filter.static_gain
     = 0``, and for ``filter.method=free``), its samples from ``filter.static_samples`` or beside the
-    checkpoint, ``B = s^2 Cov(samples)``."""
+    checkpoint, ``B = s^2 Cov(samples)``, localised at ``radius`` (``filter.static_radius`` resolved by
+    :func:`radii`)."""
     if cfg.filter.static_gain == 0 or cfg.filter.method == "free":
         return None
     from .filters.localisation import geometry_of
@@ -366,7 +375,23 @@ def static_gain(cfg: Config, comm: Comm, problem: Problem):
                               "make tendency samples with `diffda static-samples`")
     a = load_anomalies(path, tuple(problem.state_shape))
     z = f.static_scale * a / (a.shape[0] - 1) ** 0.5
-    return StaticGain(comm, z, geometry_of(problem), f.static_radius, f.static_gain, problem.history)
+    return StaticGain(comm, z, geometry_of(problem), radius, f.static_gain, problem.history)
+
+
+def radii(cfg: Config, problem: Problem) -> dict[str, float | None]:
+    """``filter.localization_radius`` and ``filter.static_radius`` as numbers (None: infinite); ``auto``
+    resolved from the observed columns of cycle 1 (:func:`~pipeline.filters.localisation.resolve_radius`),
+    the same on every rank and on a resumed run."""
+    f = cfg.filter
+    wanted = {"localization_radius": (f.localization_radius, f.localization_spacings),
+              "static_radius": (f.static_radius, f.static_spacings)}
+    if all(value != "auto" for value, _ in wanted.values()):
+        return {key: value for key, (value, _) in wanted.items()}
+    from .filters.localisation import geometry_of, resolve_radius
+
+    geometry = geometry_of(problem)
+    columns = geometry.columns_of(problem.observation(1).operator.index)
+    return {key: resolve_radius(value, spacings, geometry, columns) for key, (value, spacings) in wanted.items()}
 
 
 def summarise(store: Path, cfg: Config) -> dict:

@@ -11,7 +11,8 @@ from pipeline.diffusion.observation import Observation, ObservationOperator
 from pipeline.distributed.comm import LocalComm
 from pipeline.filters.etkf import etkf_analysis
 from pipeline.filters.letkf import LETKF, column_analysis
-from pipeline.filters.localisation import (dapper_radius, gaspari_cohn, great_circle_km, local_observations, ring,
+from pipeline.filters.localisation import (dapper_radius, gaspari_cohn, great_circle_km, local_observations,
+                                           observation_spacing, resolve_radius, ring,
                                            ring_distances, sphere)
 
 
@@ -40,6 +41,28 @@ def test_distances() -> None:
     assert abs(float(km[0, 1]) - quarter) < 1e-6 and abs(float(km[0, 2]) - 2 * quarter) < 1e-6
     assert abs(float(km[0, 4]) - quarter / 2) < 1e-6  # (0, 0) to (45 N, 0)
     assert sphere([-10.0, 10.0], [0.0, 180.0]).n_columns == 4
+
+
+def test_radius_from_the_observation_spacing() -> None:
+    """auto: c = spacings * (A / n)^(1/dim). A global grid's area is 4 pi R^2 (to round-off); thinning
+    by 2 in each direction doubles the spacing; a ring of 40 observed every other point has spacing 2;
+    repeated columns (levels of one column) count once."""
+    lat = torch.arange(-87.1875, 90, 5.625, dtype=torch.float64)
+    lon = torch.arange(0, 360, 5.625, dtype=torch.float64)
+    geo = sphere(lat, lon)
+    assert abs(geo.extent / (4 * math.pi * 6371.0**2) - 1) < 1e-12 and geo.dim == 2
+    idx = torch.arange(geo.n_columns).reshape(32, 64)
+    every2, every4 = idx[::2, ::2].flatten(), idx[::4, ::4].flatten()
+    d2 = observation_spacing(geo, torch.cat([every2, every2]))  # two levels of the same columns
+    assert abs(d2 - math.sqrt(4 * math.pi * 6371.0**2 / 512)) < 1e-6  # 998 km
+    assert abs(observation_spacing(geo, every4) / d2 - 2) < 1e-12
+    assert abs(resolve_radius("auto", 0.75, geo, every2) - 0.75 * d2) < 1e-9
+    assert resolve_radius(750.0, 0.75, geo, every2) == 750.0 and resolve_radius(None, 0.75, geo, every2) is None
+    assert observation_spacing(ring(40), torch.arange(0, 40, 2)) == 2.0
+    half = sphere(lat[16:], lon)  # the northern hemisphere: half the area
+    assert abs(half.extent / geo.extent - 0.5) < 1e-12
+    with pytest.raises(ValueError, match="no observed column"):
+        observation_spacing(geo, torch.tensor([], dtype=torch.long))
 
 
 def test_local_observations_support() -> None:

@@ -75,12 +75,15 @@ def test_adaptive_alpha_columns_matches_the_scalar_rule() -> None:
 def test_config_edge() -> None:
     for bad, key in (("filter.localization_radius=0", "filter.localization_radius"),
                      ("filter.localization_radius=-3", "filter.localization_radius"),
+                     ("filter.static_radius=nope", "filter.static_radius.* 'auto'"),
+                     ("filter.localization_spacings=0", "filter.localization_spacings"),
                      ("filter.rtps=1.5", "filter.rtps"), ("filter.rtps=-0.1", "filter.rtps")):
         with pytest.raises(ConfigError, match=key):
             load_config(overrides=[bad])
     cfg = load_config(overrides=["filter.method=letkf", "filter.localization_radius=7.28", "filter.rtps=0.5"])
     assert cfg.filter.localization_radius == 7.28 and cfg.filter.rtps == 0.5
     assert load_config().filter.localization_radius is None
+    assert load_config(overrides=["filter.localization_radius=auto"]).filter.localization_radius == "auto"
 
 
 @pytest.fixture(scope="module")

@@ -137,8 +137,11 @@ def test_static_samples_command_and_a_run_with_the_static_gain(twin, tmp_path):
     plain = load_config(EMBEDDED_DEFAULT, RUN)
     assimilate(plain, twin, tmp_path / "plain", fresh=True)
     cfg = load_config(EMBEDDED_DEFAULT, [*RUN, "filter.static_gain=1.0", f"filter.static_samples={out}",
-                                         "filter.static_radius=1500", "filter.static_scale=2.0"])
-    assimilate(cfg, twin, tmp_path / "static", fresh=True)
+                                         "filter.static_radius=auto", "filter.localization_radius=auto",
+                                         "filter.static_scale=2.0"])
+    got = assimilate(cfg, twin, tmp_path / "static", fresh=True).metrics["radii"]
+    spacing = (4 * np.pi * 6371.0**2 / (16 * 32)) ** 0.5  # every 2nd point of 64 x 32: 998 km
+    assert abs(got["localization_radius"] - 0.75 * spacing) < 1e-3 and abs(got["static_radius"] - 1.5 * spacing) < 1e-3
     a = xr.open_zarr(tmp_path / "plain" / "analysis.zarr")
     b = xr.open_zarr(tmp_path / "static" / "analysis.zarr")
     assert float(a.rmse_forecast[0]) == float(b.rmse_forecast[0])  # the same forecast, then the shift

@@ -23,10 +23,17 @@ the taper's curvature at 0 to a Gaussian of standard deviation ``loc_rad``; its 
 taper is ``exp(-1/2) = 0.607`` at ``d = loc_rad``, the GC value there is 0.634), support
 ``3.64 loc_rad``. DAPPER's ``loc_rad = 4`` on Lorenz-96 is ``localization_radius = 7.28`` here.
 ``None`` is an infinite radius: every observation with taper 1 (the global ETKF / PF).
+
+**Radius from the network** (``localization_radius: auto``). The mean observation spacing is
+``d = (A / n)^(1/dim)``, ``n`` the observed columns, ``A`` the domain's extent: the ring's length ``D``
+(``dim = 1``), or the grid's area on the sphere (``dim = 2``; ``4 pi R^2`` for a global grid), so that
+a network twice as sparse in each direction gets twice the radius ``c = spacings * d``
+(:func:`observation_spacing`, :func:`resolve_radius`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -72,6 +79,8 @@ class Geometry:
 
     distances: Tensor
     units: str = "index"
+    extent: float = 0.0  # the domain's length (ring, dim 1) or area (sphere, km^2, dim 2)
+    dim: int = 1
     cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     def cached(self, key: tuple, make):
@@ -92,11 +101,43 @@ class Geometry:
 
 
 def ring(d: int) -> Geometry:
-    return Geometry(ring_distances(d), "index")
+    return Geometry(ring_distances(d), "index", extent=float(d), dim=1)
 
 
 def sphere(latitude, longitude) -> Geometry:
-    return Geometry(great_circle_km(latitude, longitude), "km")
+    return Geometry(great_circle_km(latitude, longitude), "km", extent=grid_area_km2(latitude, longitude), dim=2)
+
+
+def grid_area_km2(latitude, longitude) -> float:
+    """Area of an equiangular ``latitude x longitude`` grid's cells (degrees, ascending), km^2:
+    ``R^2 L sum_i (sin phi_i+ - sin phi_i-)`` with cell edges half-way between points (clipped to the
+    poles) and ``L`` the longitudes' span (``2 pi`` when they go round); ``4 pi R^2`` for a global grid."""
+    lat = torch.as_tensor(latitude, dtype=torch.float64).sort().values
+    lon = torch.as_tensor(longitude, dtype=torch.float64)
+    if len(lat) < 2 or len(lon) < 2:
+        raise ValueError("grid_area_km2 needs at least two latitudes and two longitudes")
+    mid = (lat[1:] + lat[:-1]) / 2
+    edges = torch.cat([lat[:1] - (lat[1] - lat[0]) / 2, mid, lat[-1:] + (lat[-1] - lat[-2]) / 2]).clamp(-90.0, 90.0)
+    dlon = float((lon[1] - lon[0]).abs())
+    span = min(360.0, dlon * len(lon))
+    band = torch.sin(torch.deg2rad(edges[1:])) - torch.sin(torch.deg2rad(edges[:-1]))
+    return float(EARTH_RADIUS_KM**2 * math.radians(span) * band.sum())
+
+
+def observation_spacing(geometry: Geometry, obs_columns: Tensor) -> float:
+    """Mean spacing of the observed columns, ``d = (extent / n)^(1/dim)`` (``n`` distinct columns;
+    index units on a ring, km on a grid)."""
+    n = int(torch.unique(obs_columns.cpu()).numel())
+    if n == 0:
+        raise ValueError("no observed column to take the observation spacing from")
+    return (geometry.extent / n) ** (1.0 / geometry.dim)
+
+
+def resolve_radius(radius: float | str | None, spacings: float, geometry: Geometry, obs_columns: Tensor) -> float | None:
+    """``radius`` itself, or for ``"auto"`` ``spacings * observation_spacing(geometry, obs_columns)``."""
+    if radius != "auto":
+        return radius
+    return spacings * observation_spacing(geometry, obs_columns)
 
 
 def geometry_of(problem) -> Geometry:
@@ -160,4 +201,5 @@ def dapper_radius(loc_rad: float) -> float:
 
 
 __all__ = ["gaspari_cohn", "ring_distances", "great_circle_km", "Geometry", "ring", "sphere", "geometry_of",
-           "LocalObs", "local_observations", "smoothing_matrix", "dapper_radius"]
+           "LocalObs", "local_observations", "smoothing_matrix", "dapper_radius", "grid_area_km2",
+           "observation_spacing", "resolve_radius"]

@@ -72,12 +72,22 @@ class ModelConfig(Section):
     kind: Literal["gaussian", "kde", "neural"] = "gaussian"
     archive: int = Field(4096, ge=16, description="KDE: archive size: (x^k, x^{k+1}) pairs in the filter; "
                          "windows of 2k+1 states in diffda smooth (local patches with model.patch)")
-    bandwidth: float | None = Field(None, gt=0.0, description="KDE: bandwidth factor; None = Scott's rule")
+    bandwidth: float | Literal["cv"] | None = Field(
+        None, description="KDE: bandwidth factor on Scott's rule; None = Scott's rule (1); cv (diffda smooth's "
+        "window prior): the factor maximising the held-out log-density of windows of other runs of the chain "
+        "(likelihood cross-validation, pipeline/smoothers/kde.py)")
     patch: int | None = Field(None, ge=0, description="KDE in diffda smooth on the Lorenz-96 ring: half-width r of "
                               "the local patches (2r+1 positions; model.archive patches drawn from every position of "
                               "as many archive windows); None = the whole state")
     checkpoint: Path | None = Field(None, description="neural: checkpoint directory (gridded emulator; in diffda "
                                     "smooth, the window network: window-mlp/window-conv on a twin, window-unet on a grid)")
+
+    @field_validator("bandwidth")
+    @classmethod
+    def _bandwidth(cls, v: float | str | None) -> float | str | None:
+        if isinstance(v, (int, float)) and v <= 0:
+            raise ValueError("the bandwidth factor must be > 0, cv or null (Scott's rule)")
+        return v
 
 
 class FilterConfig(Section):

@@ -197,6 +197,9 @@ def load_twin(cfg: Config, data_dir: Path, device: torch.device, dtype: torch.dt
     if cfg.model.kind == "gaussian":
         denoiser: Denoiser = GaussianDenoiser(schedule, dynamics, params["q"])
     elif cfg.model.kind == "kde":
+        if cfg.model.bandwidth == "cv":
+            raise InputError("model.bandwidth=cv is diffda smooth's (the window prior's cross-validation); for the "
+                             "filter's transition KDE give a factor (e.g. model.bandwidth=0.5) or leave it unset")
         g = torch.Generator().manual_seed(10_000 + cfg.run.seed)
         traj = simulate(preset, params, cfg.model.archive, g)  # an archive run, independent of the truth
         denoiser = KDEDenoiser(schedule, traj[:-1].to(device, dtype), traj[1:].to(device, dtype), cfg.model.bandwidth)

@@ -1,6 +1,7 @@
 """The KDE window denoiser (closed form against the mixture written out), the KDE smoother and the
 bootstrap particle smoother (FFBSi) against the RTS oracle on a small linear twin; the twins bench at toy sizes."""
 
+import math
 import re
 
 import pytest
@@ -127,6 +128,52 @@ def test_configured_kde_window_denoiser_cuts_the_archive_from_chains():
     assert (den.width, den.dim) == (3, 3)
     assert 200 <= den.windows.shape[0] < 200 + ARCHIVE_CHAINS
     assert float(den.windows[:, 2::3].mean()) > 10  # on the attractor (z ~ 24), not at the start
+
+
+def test_kde_log_density_is_the_gaussian_mixture():
+    from pipeline.smoothers.kde import kde_log_density
+
+    g = torch.Generator().manual_seed(3)
+    X, x, h = torch.randn(50, 4, generator=g, dtype=torch.float64), torch.randn(7, 4, generator=g, dtype=torch.float64), \
+        0.3 + torch.rand(4, generator=g, dtype=torch.float64)
+    comp = torch.distributions.Independent(torch.distributions.Normal(X, h), 1)
+    want = torch.logsumexp(comp.log_prob(x[:, None, :]), 1) - math.log(50)
+    assert torch.allclose(kde_log_density(x, X, h, batch=3), want, rtol=0, atol=1e-10)
+
+
+def test_cross_validated_bandwidth_follows_the_law():
+    """Likelihood cross-validation picks about Scott's rule (factor 1) for Gaussian data, for which Scott's
+    rule is near optimal, and a much smaller factor for a thin ring (noise 0.02 on a unit circle, whose
+    per-axis std, 0.7, is what Scott's rule sees)."""
+    from pipeline.smoothers.kde import CV_FACTORS, cv_factor
+
+    g = torch.Generator().manual_seed(4)
+    gauss = torch.randn(3000, 2, generator=g, dtype=torch.float64)
+    assert 0.5 <= cv_factor(gauss[:2000], gauss[2000:]) <= 1.0
+    theta = 2 * math.pi * torch.rand(3000, generator=g, dtype=torch.float64)
+    ring = torch.stack([theta.cos(), theta.sin()], 1) + 0.02 * torch.randn(3000, 2, generator=g, dtype=torch.float64)
+    f = cv_factor(ring[:2000], ring[2000:])
+    assert f in CV_FACTORS and f < 0.2
+
+
+def test_configured_cross_validated_kde_and_its_refusal_in_the_filter(tmp_path):
+    from pipeline.config import load_config
+    from pipeline.errors import InputError
+    from pipeline.run import assimilate
+    from pipeline.smoothers.kde import CV_FACTORS
+    from pipeline.smoothers.window import window_denoiser
+
+    cfg = load_config(overrides=["data.preset=lorenz63", "model=kde", "model.archive=512", "model.bandwidth=cv",
+                                 "smoother.window_half_width=1"])
+    den = window_denoiser(cfg, "lorenz63", twin_params("lorenz63", {"steps": 5}), 3)
+    assert den.factor in CV_FACTORS and den.factor < 1.0  # the attractor is thinner than Scott's Gaussian
+    bad = load_config(overrides=["data.preset=lorenz63", "data.params={cycles: 3}", "model=kde",
+                                 "model.bandwidth=cv", "filter.particles=4"])
+    from pipeline.commands.run import ensure_data
+
+    ensure_data(bad, tmp_path / "data")
+    with pytest.raises(InputError, match="model.bandwidth=cv"):
+        assimilate(bad, tmp_path / "data", tmp_path / "run", fresh=True)
 
 
 def test_misfit_of_draws_of_the_chain_is_about_one():

@@ -4,7 +4,7 @@ For each case, one window of ``L`` observation times (``run.start``, ``run.cycle
 model noise ``q``; every row scores the same window (RMSE and spread of the mean over its times):
 
 - ``smoother (KDE)``: ``diffda smooth`` with ``model=kde`` (``model.archive`` windows of ``2k+1`` states
-  cut from independent runs, bandwidth factor ``model.bandwidth``);
+  cut from independent runs, the bandwidth factor by likelihood cross-validation, ``model.bandwidth=cv``);
 - ``smoother (network)``: ``diffda smooth`` with ``model=neural``, the window network of
   :mod:`.train_window` (``NETWORKS``: an MLP for Lorenz-63, the ring convolution for Lorenz-96) trained
   (or, when its checkpoint is complete, loaded) in ``OUT/net-<preset>-k<k>`` on a run of ``train_cycles``
@@ -62,7 +62,7 @@ CASES = {  # name -> (title, data overrides, smoother overrides, {filter row: it
 }
 MIRRORS = {"l63-abs": (-1.0, -1.0, 1.0)}  # case -> the symmetry's signs per component
 SMOOTHER = ["guidance=sda", "guidance.gamma=0.01", "sampler.steps=256", "sampler.corrections=2", "smoother.batch=8"]
-KDE = ["model=kde", "model.archive=8192", "model.bandwidth=0.3"]
+KDE = ["model=kde", "model.archive=8192", "model.bandwidth=cv"]  # 0.3 until 2026-12-07: 1.018 / 1.831 on l63-arctan
 NETWORK = dict(batch_size=256, lr=1e-3, checkpoint_every=1000)  # with window_half_width and, per system:
 NETWORKS = {"linear": dict(kind="window-mlp", hidden=256, depth=3, steps=4000),
             "lorenz63": dict(kind="window-mlp", hidden=256, depth=3, steps=4000),
@@ -192,11 +192,12 @@ def run_twins_bench(out_root: Path, cases: list[str], length: int, start: int, k
 
         ckpt, how = window_network(out_root, preset, params, k, net_steps, train_cycles, log)
         for name, model, setting in (
-                ("smoother (KDE)", KDE, "archive 8192 windows, bandwidth 0.3"),
+                ("smoother (KDE)", KDE, "archive 8192 windows, bandwidth factor {factor:.3g} (cross-validated)"),
                 ("smoother (network)", ["model=neural", f"model.checkpoint={ckpt}"], how)):
             cfg = load_config(overrides=[*window, *model, *SMOOTHER, *extra, *overrides])
             t0 = time.perf_counter()
             den = window_denoiser(cfg, preset, params, p.state_shape[0])
+            setting = setting.format(factor=getattr(den, "factor", 0.0))
             x, _ = smooth(den, y, p.noise_variance, p.operator, spec_of(cfg), cfg.run.seed, range(samples))
             row(name, x.mean(0), x.var(0), time.perf_counter() - t0,
                 ", ".join([f"k={k}, S={samples}", *extra, setting]), x)

@@ -9,6 +9,11 @@ diag(alpha_t^2 h^2 + sigma_t^2))``, so, with ``pi_j`` the softmax of the log of 
     V[x | x_t] = h^2 sigma_t^2 / (alpha_t^2 h^2 + sigma_t^2) + sum_j pi_j m_j^2 - d^2   (diagonal).
 
 (design.md §2: the KDE denoiser of Binder & Oberai, here unconditional over stacked states.)
+
+Bandwidth by likelihood cross-validation (``model.bandwidth=cv``; Silverman 1986, §3.4.4): the factor
+``bw`` of the grid ``CV_FACTORS`` that maximises the mean log-density of held-out windows (cut from
+other runs of the same chain, never the archive's) under the KDE, :func:`cv_factor`. It needs no truth
+and no observation: it measures the prior alone.
 Shapes: ``x_t`` ``[B, W, D]``, ``t`` scalar or ``[B]``, condition ignored; result ``[B, W, D]``;
 time ``O(B n W D)``, memory ``O(B n + n W D)``.
 """
@@ -47,6 +52,30 @@ def mixture_weights(x: Tensor, alpha: Tensor, var: Tensor, X: Tensor) -> Tensor:
     return torch.softmax(cross - 0.5 * bb, dim=-1)
 
 
+CV_FACTORS = tuple(float(f) for f in torch.logspace(-1.7, 0.0, 13, dtype=torch.float64))  # 0.02 .. 1, x 1.39
+
+
+def kde_log_density(x: Tensor, X: Tensor, h: Tensor, batch: int = 256) -> Tensor:
+    """``log (1/n sum_j N(x_i; X_j, diag(h^2)))`` for ``x`` ``[m, E]``, ``X`` ``[n, E]``, ``h`` ``[E]``: ``[m]``
+    (one matrix product per batch of ``batch`` rows, no ``[m, n, E]`` intermediate)."""
+    a_all, b = x / h, X / h
+    bb = (b**2).sum(-1)
+    const = -torch.log(h).sum() - 0.5 * h.numel() * torch.log(torch.tensor(2 * torch.pi, dtype=x.dtype))
+    out = []
+    for a in a_all.split(batch):
+        d2 = (a**2).sum(-1, keepdim=True) - 2 * a @ b.T + bb[None]
+        out.append(torch.logsumexp(-0.5 * d2.clamp(min=0.0), dim=-1))
+    return torch.cat(out) - torch.log(torch.tensor(float(X.shape[0]), dtype=x.dtype)) + const
+
+
+def cv_factor(archive: Tensor, held: Tensor, factors: tuple[float, ...] = CV_FACTORS) -> float:
+    """The factor on Scott's rule maximising the mean held-out log-density, ``archive`` ``[n, E]``,
+    ``held`` ``[m, E]`` (rows of the same law, not in the archive)."""
+    scores = [float(kde_log_density(held, archive, scott_bandwidth(archive, archive.shape[1], f)).mean())
+              for f in factors]
+    return factors[max(range(len(factors)), key=scores.__getitem__)]
+
+
 class KDEWindowDenoiser:
     def __init__(self, schedule: Schedule, windows: Tensor, bandwidth: float | None = None):
         if windows.ndim != 3:
@@ -55,7 +84,15 @@ class KDEWindowDenoiser:
         self.width, self.dim = windows.shape[1], windows.shape[2]
         self.k = (self.width - 1) // 2
         self.windows = windows.flatten(1)  # [n, W D]
-        self.h = scott_bandwidth(self.windows, self.windows.shape[1], 1.0 if bandwidth is None else bandwidth)
+        self.factor = 1.0 if bandwidth is None else bandwidth
+        self.h = scott_bandwidth(self.windows, self.windows.shape[1], self.factor)
+
+    def rows(self, windows: Tensor) -> Tensor:
+        """Windows ``[m, W, D]`` as rows of the archive's law, ``[m, W D]`` (for :func:`cv_factor`)."""
+        return windows.flatten(1)
+
+    def archive_rows(self) -> Tensor:
+        return self.windows
 
     @classmethod
     def from_trajectory(cls, schedule: Schedule, trajectory: Tensor, k: int,
@@ -119,7 +156,15 @@ class LocalKDEWindowDenoiser:
         keep = torch.randperm(pool.shape[0], generator=g)[:patches] if patches < pool.shape[0] else slice(None)
         self.patches = pool[keep].contiguous()
         self.centre = self.patches.reshape(-1, self.width, 2 * half_width + 1)[:, :, half_width]  # [n_p, W]
-        self.h = scott_bandwidth(self.patches, self.patches.shape[1], 1.0 if bandwidth is None else bandwidth)
+        self.factor = 1.0 if bandwidth is None else bandwidth
+        self.h = scott_bandwidth(self.patches, self.patches.shape[1], self.factor)
+
+    def rows(self, windows: Tensor) -> Tensor:
+        """Windows ``[m, W, D]`` as rows of the archive's law: their patches, ``[m D, W (2r+1)]``."""
+        return self._patches(windows)
+
+    def archive_rows(self) -> Tensor:
+        return self.patches
 
     @classmethod
     def from_trajectory(cls, schedule: Schedule, trajectory: Tensor, k: int, half_width: int, patches: int,

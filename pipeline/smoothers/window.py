@@ -56,12 +56,14 @@ from .smoother import SmootherSpec, smooth
 DIAGNOSTICS = ["rmse_analysis", "spread_analysis", "crps_analysis"]
 TWINS = ("linear", "lorenz63", "lorenz96")
 ARCHIVE_CHAINS = 64  # model=kde: the archive windows are cut from this many independent runs
+CV_CHAINS, CV_WINDOWS, CV_ROWS = 16, 64, 1024  # model.bandwidth=cv: the held-out runs, windows each, rows kept
 
 
 def window_denoiser(cfg: Config, preset: str, params: dict, dim: int) -> Denoiser:
     """The configured window denoiser over ``2k+1`` states: ``model=gaussian`` (the linear twin's
     exact window), ``model=kde`` (``model.archive`` windows, at least, cut from ``ARCHIVE_CHAINS`` runs of
-    the twin, :mod:`.kde`) or ``model=neural`` (the window network in ``model.checkpoint``, :mod:`.neural`;
+    the twin, :mod:`.kde`; ``model.bandwidth=cv``: the factor by likelihood cross-validation on
+    ``CV_ROWS`` rows of ``CV_CHAINS`` other runs, the chosen one in the denoiser's ``factor``) or ``model=neural`` (the window network in ``model.checkpoint``, :mod:`.neural`;
     refused before its weights are read when its width, dimension or system differ from the run's)."""
     k = cfg.smoother.window_half_width
     schedule = make_schedule(cfg.schedule.kind, **cfg.schedule.params)
@@ -88,12 +90,23 @@ def window_denoiser(cfg: Config, preset: str, params: dict, dim: int) -> Denoise
         g = torch.Generator().manual_seed(10_000 + cfg.run.seed)
         chains = min(ARCHIVE_CHAINS, cfg.model.archive)  # independent of the truth, integrated as one batch
         archive = simulate_chains(preset, params, chains, -(-cfg.model.archive // chains) + 2 * k - 1, g)
-        if cfg.model.patch is not None:
-            from .kde import LocalKDEWindowDenoiser
+        def build(bandwidth: float | None):
+            if cfg.model.patch is not None:
+                from .kde import LocalKDEWindowDenoiser
 
-            return LocalKDEWindowDenoiser.from_trajectory(schedule, archive, k, cfg.model.patch, cfg.model.archive,
-                                                          cfg.model.bandwidth, seed=cfg.run.seed)
-        return KDEWindowDenoiser.from_trajectory(schedule, archive, k, cfg.model.bandwidth)
+                return LocalKDEWindowDenoiser.from_trajectory(schedule, archive, k, cfg.model.patch, cfg.model.archive,
+                                                              bandwidth, seed=cfg.run.seed)
+            return KDEWindowDenoiser.from_trajectory(schedule, archive, k, bandwidth)
+
+        if cfg.model.bandwidth != "cv":
+            return build(cfg.model.bandwidth)
+        from .kde import cut_windows, cv_factor
+
+        den = build(None)
+        g_held = torch.Generator().manual_seed(30_000 + cfg.run.seed)  # other runs than the archive's
+        held = den.rows(cut_windows(simulate_chains(preset, params, CV_CHAINS, CV_WINDOWS + 2 * k - 1, g_held), k))
+        keep = torch.randperm(held.shape[0], generator=g_held)[:CV_ROWS]
+        return build(cv_factor(den.archive_rows(), held[keep]))
     if cfg.model.kind == "neural":
         from ..data.twins import system_of
         from .neural import NeuralWindowDenoiser

@@ -33,6 +33,7 @@ from .errors import CollectiveError, DiffdaError, InputError
 from .evaluate.scores import crps, rmse, spread
 from .filters.base import Filter
 from .filters.ensemble import Ensemble, current, gather_ensemble, weighted_moments
+from .filters.localisation import Geometry
 from .filters.propagate import Propagator, Timer
 from .problems import Problem, load_twin
 from .rng import ParticleNoise
@@ -42,6 +43,7 @@ DIAGNOSTICS = ["rmse_analysis", "rmse_forecast", "rmse_free", "spread_analysis",
                "moved", "moved_lower_bound"]
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
 ProgressFn = Callable[[int, int, dict], None]
+LOCALISED = ("letkf", "pf-local")  # the filters with a localisation radius
 
 
 @dataclass
@@ -115,14 +117,14 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
         exact=cfg.sampler.exact,
     )
     history = problem.history
-    radius = radii(cfg, problem)
+    geometry, radius = localisation(cfg, problem)
     auto = [k for k in radius if getattr(cfg.filter, k) == "auto"]
     if auto and log is not None and comm.rank == 0:
         units = "km" if len(problem.state_shape) > 1 else "grid points"
         log("from the observation spacing: " + ", ".join(f"filter.{k}={radius[k]:.0f} {units}" for k in auto))
-    filt = make_filter(cfg, comm, propagator, problem, radius["localization_radius"])
+    filt = make_filter(cfg, comm, propagator, problem, geometry, radius.get("localization_radius"))
     additive = additive_inflation(cfg, comm, problem)
-    static = static_gain(cfg, comm, problem, radius["static_radius"])
+    static = static_gain(cfg, comm, problem, geometry, radius.get("static_radius"))
     # run.free_baseline: the same ensemble, same seeds, propagated without observations, timed apart
     baseline = None
     if cfg.run.free_baseline and cfg.filter.method != "free":
@@ -270,7 +272,7 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
     if comm.rank == 0 and store is not None:
         store.finalise()
         metrics = summarise(out_dir / "analysis.zarr", cfg)
-        if cfg.filter.method in ("letkf", "pf-local") or (static is not None):
+        if radius:
             metrics["radii"] = radius  # auto resolved: the numbers the run used
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         from .evaluate.plots import plot_cycles
@@ -289,10 +291,11 @@ def assimilate(cfg: Config, data_dir: Path, out_dir: Path, comm: Comm | None = N
     return RunResult(metrics, out_dir, resumed_from, last_cycle=problem.n_cycles)
 
 
-def make_filter(cfg: Config, comm: Comm, propagator: Propagator, problem: Problem, radius: float | None) -> Filter:
+def make_filter(cfg: Config, comm: Comm, propagator: Propagator, problem: Problem, geometry: Geometry | None,
+                radius: float | None) -> Filter:
     """The configured filter (``filter.method``) as one of the classes of :mod:`pipeline.filters`,
-    for ``problem``'s state shape, history and (for the localised filters) geometry and ``radius``
-    (``filter.localization_radius`` resolved by :func:`radii`)."""
+    for ``problem``'s state shape, history and (for the localised filters) ``geometry`` and ``radius``
+    (``filter.localization_radius`` resolved by :func:`localisation`)."""
     from .filters.etkf import ETKF
     from .filters.free import FreeRun
     from .filters.pf_bootstrap import BootstrapPF
@@ -317,10 +320,7 @@ def make_filter(cfg: Config, comm: Comm, propagator: Propagator, problem: Proble
         from .filters.kde import KDEFilter
 
         return KDEFilter(comm, propagator, shape, f.kde_bandwidth_x, f.kde_bandwidth_y, history)
-    if method in ("letkf", "pf-local"):
-        from .filters.localisation import geometry_of
-
-        geometry = geometry_of(problem)
+    if method in LOCALISED:
         if method == "letkf":
             from .filters.letkf import LETKF
 
@@ -359,14 +359,12 @@ def additive_inflation(cfg: Config, comm: Comm, problem: Problem):
     return AdditiveInflation(comm, anomalies, cfg.filter.additive_inflation, cfg.run.seed, problem.history)
 
 
-def static_gain(cfg: Config, comm: Comm, problem: Problem, radius: float | None):
-    """The configured :class:`~pipeline.filters.static_gain.StaticGain` (None when ``filter.static_gain
-    = 0``, and for ``filter.method=free``), its samples from ``filter.static_samples`` or beside the
-    checkpoint, ``B = s^2 Cov(samples)``, localised at ``radius`` (``filter.static_radius`` resolved by
-    :func:`radii`)."""
-    if cfg.filter.static_gain == 0 or cfg.filter.method == "free":
+def static_gain(cfg: Config, comm: Comm, problem: Problem, geometry: Geometry | None, radius: float | None):
+    """The configured :class:`~pipeline.filters.static_gain.StaticGain` (None unless :func:`static_on`),
+    its samples from ``filter.static_samples`` or beside the checkpoint, ``B = s^2 Cov(samples)``,
+    localised at ``radius`` (``filter.static_radius`` resolved by :func:`localisation`) on ``geometry``."""
+    if not static_on(cfg):
         return None
-    from .filters.localisation import geometry_of
     from .filters.static_gain import StaticGain
     from .models.static_samples import FILE, load_anomalies
 
@@ -375,23 +373,33 @@ def static_gain(cfg: Config, comm: Comm, problem: Problem, radius: float | None)
                               "make tendency samples with `diffda static-samples`")
     a = load_anomalies(path, tuple(problem.state_shape))
     z = f.static_scale * a / (a.shape[0] - 1) ** 0.5
-    return StaticGain(comm, z, geometry_of(problem), radius, f.static_gain, problem.history)
+    return StaticGain(comm, z, geometry, radius, f.static_gain, problem.history)
 
 
-def radii(cfg: Config, problem: Problem) -> dict[str, float | None]:
-    """``filter.localization_radius`` and ``filter.static_radius`` as numbers (None: infinite); ``auto``
-    resolved from the observed columns of cycle 1 (:func:`~pipeline.filters.localisation.resolve_radius`),
-    the same on every rank and on a resumed run."""
+def static_on(cfg: Config) -> bool:
+    """Whether the run has the static step: ``filter.static_gain > 0``, and not for the free run."""
+    return cfg.filter.static_gain > 0 and cfg.filter.method != "free"
+
+
+def localisation(cfg: Config, problem: Problem) -> tuple[Geometry | None, dict[str, float | None]]:
+    """The one :class:`~pipeline.filters.localisation.Geometry` of the run's columns (None when nothing
+    is localised), shared by the filter and the static step with its taper cache, and the radii the run
+    uses, as numbers (None: infinite): ``localization_radius`` for ``letkf``/``pf-local``,
+    ``static_radius`` with the static step. ``auto`` is resolved from the observed columns of cycle 1
+    (:func:`~pipeline.filters.localisation.resolve_radius`): the same on every rank and on a resumed run."""
     f = cfg.filter
-    wanted = {"localization_radius": (f.localization_radius, f.localization_spacings),
-              "static_radius": (f.static_radius, f.static_spacings)}
-    if all(value != "auto" for value, _ in wanted.values()):
-        return {key: value for key, (value, _) in wanted.items()}
+    wanted = {key: spec for key, spec, used in (
+        ("localization_radius", (f.localization_radius, f.localization_spacings), f.method in LOCALISED),
+        ("static_radius", (f.static_radius, f.static_spacings), static_on(cfg))) if used}
+    if not wanted:
+        return None, {}
     from .filters.localisation import geometry_of, resolve_radius
 
     geometry = geometry_of(problem)
+    if all(value != "auto" for value, _ in wanted.values()):
+        return geometry, {key: value for key, (value, _) in wanted.items()}
     columns = geometry.columns_of(problem.observation(1).operator.index)
-    return {key: resolve_radius(value, spacings, geometry, columns) for key, (value, spacings) in wanted.items()}
+    return geometry, {key: resolve_radius(value, spacings, geometry, columns) for key, (value, spacings) in wanted.items()}
 
 
 def summarise(store: Path, cfg: Config) -> dict:

@@ -399,6 +399,11 @@ def localisation(cfg: Config, problem: Problem) -> tuple[Geometry | None, dict[s
     if all(value != "auto" for value, _ in wanted.values()):
         return geometry, {key: value for key, (value, _) in wanted.items()}
     columns = geometry.columns_of(problem.observation(1).operator.index)
+    if columns.numel() == 0:
+        key = next(key for key, (value, _) in wanted.items() if value == "auto")
+        raise InputError(f"filter.{key}=auto takes the radius from the observations of cycle 1, and it has none; "
+                         f"give the radius itself (e.g. --set filter.{key}=750, km on grids) or start the run at a "
+                         "cycle with observations (run.start)")
     return geometry, {key: resolve_radius(value, spacings, geometry, columns) for key, (value, spacings) in wanted.items()}
 
 

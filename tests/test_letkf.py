@@ -65,6 +65,25 @@ def test_radius_from_the_observation_spacing() -> None:
         observation_spacing(geo, torch.tensor([], dtype=torch.long))
 
 
+def test_auto_radius_without_observations_is_refused_by_key() -> None:
+    """A first cycle without observations cannot give a spacing: refused naming the key, before a store."""
+    from types import SimpleNamespace
+
+    from pipeline.config import load_config
+    from pipeline.errors import InputError
+    from pipeline.run import localisation
+
+    empty = Observation(torch.zeros(0), torch.ones(0), ObservationOperator(torch.zeros(0, dtype=torch.long), "identity"))
+    problem = SimpleNamespace(state_shape=(40,), observation=lambda k: empty)
+    cfg = load_config(overrides=["filter.method=letkf", "filter.localization_radius=auto"])
+    with pytest.raises(InputError, match="filter.localization_radius=auto .* has none"):
+        localisation(cfg, problem)
+    geometry, radius = localisation(load_config(overrides=["filter.method=letkf", "filter.localization_radius=4"]),
+                                    problem)
+    assert radius == {"localization_radius": 4.0} and geometry.n_columns == 40
+    assert localisation(load_config(overrides=["filter.method=free"]), problem) == (None, {})
+
+
 def test_local_observations_support() -> None:
     geo = ring(40)
     local = local_observations(geo, torch.arange(0, 40, 2), 3.0)  # c = 3: support |d| < 6

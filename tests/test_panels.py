@@ -62,3 +62,44 @@ def test_trend_of_the_last_ten_cycles_over_the_first_ten(tmp_path):
     ana.to_zarr(tmp_path / "run" / "analysis.zarr")
     s = panel_scores(tmp_path / "run", tmp_path / "data", skip=5)
     np.testing.assert_allclose([s["rmse_first10"], s["rmse_last10"], s["trend"]], [0.2, 0.3, 1.5], rtol=1e-12)
+
+
+def test_error_budget_splits_the_normalised_mse_by_variable_and_zonal_mean(tmp_path):
+    """Temperature off by a uniform 1 K (std 1: all of its error zonal-mean), u off by +-2 m/s
+    alternating in longitude (std 2: none of it zonal-mean): each half of the MSE, whose root is 1."""
+    from pipeline.evaluate.panels import error_budget
+
+    time = np.datetime64("2000-01-01T00") + np.arange(4) * np.timedelta64(6, "h")
+    coords = {"time": time, "level": [850.0], "latitude": [-45.0, 45.0], "longitude": [0.0, 90.0, 180.0, 270.0]}
+    shape = (4, 1, 2, 4)
+    truth = xr.Dataset({"temperature": (tuple(coords), np.zeros(shape)),
+                        "u_component_of_wind": (tuple(coords), np.zeros(shape))}, coords=coords)
+    (tmp_path / "data").mkdir()
+    truth.to_zarr(tmp_path / "data" / "truth.zarr")
+    sign = np.where(np.arange(4) % 2 == 0, 1.0, -1.0)[None, None, None, :]
+    ana = xr.Dataset({"temperature": (tuple(coords), np.ones(shape)),
+                      "u_component_of_wind": (tuple(coords), 2.0 * sign + np.zeros(shape))}, coords=coords)
+    (tmp_path / "run").mkdir()
+    ana.isel(time=slice(1, None)).to_zarr(tmp_path / "run" / "analysis.zarr")
+    b = error_budget(tmp_path / "run", tmp_path / "data", {("temperature", 850.0): 1.0, ("u_component_of_wind", 850.0): 2.0}, skip=1)
+    np.testing.assert_allclose([b["rmse"], b["temperature"]["share"], b["temperature"]["zonal_share"],
+                                b["u_component_of_wind"]["share"], b["u_component_of_wind"]["zonal_share"]],
+                               [1.0, 0.5, 0.5, 0.5, 0.0], atol=1e-12)
+
+
+def test_checkpoint_std_is_the_shipped_emulators_when_the_run_named_none(tmp_path):
+    import json
+
+    import pytest
+
+    from pipeline.evaluate.panels import checkpoint_std
+
+    (tmp_path / "run").mkdir()
+    store = xr.Dataset(attrs={"config": json.dumps({"model": {"kind": "neural", "checkpoint": None}})})
+    store.to_zarr(tmp_path / "run" / "analysis.zarr")
+    std = checkpoint_std(tmp_path / "run")
+    assert len(std) == 12 and std[("geopotential", 500.0)] > 1000 and 0 < std[("temperature", 850.0)] < 30
+    (tmp_path / "g").mkdir()
+    xr.Dataset(attrs={"config": json.dumps({"model": {"kind": "gaussian"}})}).to_zarr(tmp_path / "g" / "analysis.zarr")
+    with pytest.raises(ValueError, match="model=gaussian"):
+        checkpoint_std(tmp_path / "g")

@@ -10,9 +10,16 @@ for each observed variable the analysis RMSE at the observed points (``<name>_at
 observed levels, physical units) beside the observation noise (``<name>_noise_std``); with 20 or
 more scored cycles, ``trend``: the mean RMSE of the last 10 scored cycles over that of the first 10.
 
-Command line (prints one JSON object)::
+``error_budget(run_dir, data_dir, std, skip)`` splits the run's normalised all-channel mean squared
+error ``MSE = mean_c mean_t,lat,lon ((a - x) / s_c)^2`` (the ``rmse_analysis`` of a run, unweighted
+over the grid; ``s_c`` the emulator's per-channel std) by variable: each variable's share of it, and
+the share of its zonal-mean error ``mean_c mean_t,lat (mean_lon (a - x) / s_c)^2``, the part a drift
+of the jets or of the mass field would show up in.
 
-    python -m pipeline.evaluate.panels RUN_DIR DATA_DIR [--skip 10]
+Command line (prints one JSON object; ``--budget`` adds ``budget`` with the std of the run's
+checkpoint, the shipped one when the run named none)::
+
+    python -m pipeline.evaluate.panels RUN_DIR DATA_DIR [--skip 10] [--budget]
 """
 
 from __future__ import annotations
@@ -68,6 +75,46 @@ def panel_scores(run_dir: str | Path, data_dir: str | Path, skip: int = 10) -> d
     return out
 
 
+def error_budget(run_dir: str | Path, data_dir: str | Path, std: dict[tuple[str, float], float],
+                 skip: int = 10) -> dict:
+    """Per variable, ``{"share": MSE_v / MSE, "zonal_share": MSE_v^zonal / MSE}`` over the cycles
+    ``skip + 1 ..``, for the channels ``(name, level)`` of ``std`` (module doc); ``"rmse"``: ``MSE^(1/2)``."""
+    import xarray as xr
+
+    ana = xr.open_zarr(Path(run_dir) / "analysis.zarr", consolidated=False)
+    truth = xr.open_zarr(Path(data_dir) / "truth.zarr", consolidated=False)
+    times = ana.time.values[skip:]
+    if not len(times):
+        raise ValueError(f"error_budget: no cycle after skip={skip}")
+    total: dict[str, float] = {}
+    zonal: dict[str, float] = {}
+    for (name, level), s in std.items():
+        e = (ana[name].sel(level=level, time=times).values - truth[name].sel(level=level, time=times).values) / s
+        total[name] = total.get(name, 0.0) + float(np.mean(e**2)) / len(std)
+        zonal[name] = zonal.get(name, 0.0) + float(np.mean(e.mean(-1) ** 2)) / len(std)
+    mse = sum(total.values())
+    out: dict = {"rmse": float(np.sqrt(mse))}
+    for name in total:
+        out[name] = {"share": total[name] / mse, "zonal_share": zonal[name] / mse}
+    return out
+
+
+def checkpoint_std(run_dir: str | Path) -> dict[tuple[str, float], float]:
+    """``{(name, level): std}`` of the emulator a run used (its config in the store's attributes;
+    the shipped checkpoint when it named none)."""
+    import xarray as xr
+
+    from ..models.network_checkpoint import read_meta
+    from ..models.weights import default_checkpoint
+
+    cfg = json.loads(xr.open_zarr(Path(run_dir) / "analysis.zarr", consolidated=False).attrs["config"])
+    if cfg["model"]["kind"] != "neural":
+        raise ValueError(f"{run_dir}: model={cfg['model']['kind']}; the budget is in a neural emulator's normalisation")
+    meta = read_meta(cfg["model"].get("checkpoint") or default_checkpoint())
+    norm = meta["normalisation"]
+    return {(str(n), float(lev)): float(s) for (n, lev), s in zip(meta["channels"], norm["std"])}
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -75,8 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir")
     p.add_argument("data_dir")
     p.add_argument("--skip", type=int, default=10, help="spin-up cycles left out of the scores")
+    p.add_argument("--budget", action="store_true", help="add each variable's share of the normalised MSE and its zonal-mean part")
     args = p.parse_args(argv)
-    print(json.dumps(panel_scores(args.run_dir, args.data_dir, args.skip), indent=1))
+    out = panel_scores(args.run_dir, args.data_dir, args.skip)
+    if args.budget:
+        out["budget"] = error_budget(args.run_dir, args.data_dir, checkpoint_std(args.run_dir), args.skip)
+    print(json.dumps(out, indent=1))
     return 0
 
 

@@ -1,9 +1,12 @@
 """Per-variable scores of a gridded run (pipeline/evaluate/panels.py) on stores with known errors."""
 
+import json
+
 import numpy as np
+import pytest
 import xarray as xr
 
-from pipeline.evaluate.panels import panel_scores
+from pipeline.evaluate.panels import checkpoint_std, error_budget, panel_scores
 
 
 def test_panel_rmse_and_persistence(tmp_path):
@@ -67,8 +70,6 @@ def test_trend_of_the_last_ten_cycles_over_the_first_ten(tmp_path):
 def test_error_budget_splits_the_normalised_mse_by_variable_and_zonal_mean(tmp_path):
     """Temperature off by a uniform 1 K (std 1: all of its error zonal-mean), u off by +-2 m/s
     alternating in longitude (std 2: none of it zonal-mean): each half of the MSE, whose root is 1."""
-    from pipeline.evaluate.panels import error_budget
-
     time = np.datetime64("2000-01-01T00") + np.arange(4) * np.timedelta64(6, "h")
     coords = {"time": time, "level": [850.0], "latitude": [-45.0, 45.0], "longitude": [0.0, 90.0, 180.0, 270.0]}
     shape = (4, 1, 2, 4)
@@ -88,12 +89,6 @@ def test_error_budget_splits_the_normalised_mse_by_variable_and_zonal_mean(tmp_p
 
 
 def test_checkpoint_std_is_the_shipped_emulators_when_the_run_named_none(tmp_path):
-    import json
-
-    import pytest
-
-    from pipeline.evaluate.panels import checkpoint_std
-
     (tmp_path / "run").mkdir()
     store = xr.Dataset(attrs={"config": json.dumps({"model": {"kind": "neural", "checkpoint": None}})})
     store.to_zarr(tmp_path / "run" / "analysis.zarr")

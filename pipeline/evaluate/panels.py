@@ -11,8 +11,8 @@ observed levels, physical units) beside the observation noise (``<name>_noise_st
 more scored cycles, ``trend``: the mean RMSE of the last 10 scored cycles over that of the first 10.
 
 ``error_budget(run_dir, data_dir, std, skip)`` splits the run's normalised all-channel mean squared
-error ``MSE = mean_c mean_t,lat,lon ((a - x) / s_c)^2`` (the ``rmse_analysis`` of a run, unweighted
-over the grid; ``s_c`` the emulator's per-channel std) by variable: each variable's share of it, and
+error ``MSE = mean_c mean_t,lat,lon ((a - x) / s_c)^2`` (the mean over cycles of the square of a
+cycle's ``rmse_analysis``, unweighted over the grid; ``s_c`` the emulator's per-channel std) by variable: each variable's share of it, and
 the share of its zonal-mean error ``mean_c mean_t,lat (mean_lon (a - x) / s_c)^2``, the part a drift
 of the jets or of the mass field would show up in.
 
@@ -25,6 +25,7 @@ checkpoint, the shipped one when the run named none)::
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +110,8 @@ def checkpoint_std(run_dir: str | Path) -> dict[tuple[str, float], float]:
 
     cfg = json.loads(xr.open_zarr(Path(run_dir) / "analysis.zarr", consolidated=False).attrs["config"])
     if cfg["model"]["kind"] != "neural":
-        raise ValueError(f"{run_dir}: model={cfg['model']['kind']}; the budget is in a neural emulator's normalisation")
+        raise ValueError(f"{run_dir}: model={cfg['model']['kind']}; the budget is in a neural emulator's "
+                         "normalisation: leave out --budget for this run")
     meta = read_meta(cfg["model"].get("checkpoint") or default_checkpoint())
     norm = meta["normalisation"]
     return {(str(n), float(lev)): float(s) for (n, lev), s in zip(meta["channels"], norm["std"])}
@@ -126,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = panel_scores(args.run_dir, args.data_dir, args.skip)
     if args.budget:
-        out["budget"] = error_budget(args.run_dir, args.data_dir, checkpoint_std(args.run_dir), args.skip)
+        try:
+            out["budget"] = error_budget(args.run_dir, args.data_dir, checkpoint_std(args.run_dir), args.skip)
+        except ValueError as e:
+            print(f"panels: {e}", file=sys.stderr)
+            return 2
     print(json.dumps(out, indent=1))
     return 0
 

@@ -12,9 +12,10 @@ more scored cycles, ``trend``: the mean RMSE of the last 10 scored cycles over t
 
 ``error_budget(run_dir, data_dir, std, skip)`` splits the run's normalised all-channel mean squared
 error ``MSE = mean_c mean_t,lat,lon ((a - x) / s_c)^2`` (the mean over cycles of the square of a
-cycle's ``rmse_analysis``, unweighted over the grid; ``s_c`` the emulator's per-channel std) by variable: each variable's share of it, and
-the share of its zonal-mean error ``mean_c mean_t,lat (mean_lon (a - x) / s_c)^2``, the part a drift
-of the jets or of the mass field would show up in.
+cycle's ``rmse_analysis``, unweighted over the grid; ``s_c`` the emulator's per-channel std) by
+variable: each variable's share of it, and the share of its zonal-mean error
+``mean_c mean_t,lat (mean_lon (a - x) / s_c)^2``, the part a drift of the jets or of the mass field
+would show up in.
 
 Command line (prints one JSON object; ``--budget`` adds ``budget`` with the std of the run's
 checkpoint, the shipped one when the run named none)::
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir")
     p.add_argument("data_dir")
     p.add_argument("--skip", type=int, default=10, help="spin-up cycles left out of the scores")
-    p.add_argument("--budget", action="store_true", help="add each variable's share of the normalised MSE and its zonal-mean part")
+    p.add_argument("--budget", action="store_true",
+                   help="add each variable's share of the normalised MSE and its zonal-mean part")
     args = p.parse_args(argv)
     out = panel_scores(args.run_dir, args.data_dir, args.skip)
     if args.budget:

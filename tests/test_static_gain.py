@@ -102,6 +102,30 @@ def test_static_samples_file_is_checked(tmp_path):
         load_anomalies(tmp_path / "bad.npz", (2, 3))
 
 
+def test_tendencies_over_lag_cycles():
+    """``t_k = x^{k+L} - x^k`` on a trajectory ``x^k = k c``: every sample is ``L c``, the cycles evenly
+    spaced and the last ``k + L`` inside the data; too short a trajectory or ``L < 1`` is refused."""
+    from pipeline.models.static_samples import estimate
+
+    c = torch.tensor([1.0, -2.0, 0.5])
+
+    class Line:
+        n_cycles = 20
+
+        def truth(self, k):
+            assert 0 <= k < self.n_cycles
+            return k * c
+
+    for lag in (1, 2, 4):
+        t, cycles = estimate(Line(), 8, lag=lag)
+        assert np.array_equal(t, np.tile(lag * c.numpy(), (8, 1))) and max(cycles) + lag < 20
+        assert cycles == sorted(set(cycles))
+    with pytest.raises(InputError, match="fewer than the 18 samples"):
+        estimate(Line(), 18, lag=4)
+    with pytest.raises(InputError, match="--lag must be >= 1"):
+        estimate(Line(), 8, lag=0)
+
+
 pytest.importorskip("dinosaur")
 RUN = ["run.cycles=3", "filter.particles=4", "sampler.steps=2", "run.micro_batch=4", "run.free_baseline=false",
        "filter.additive_inflation=0"]

@@ -1,8 +1,8 @@
-"""``diffda static-samples --data DIR [--checkpoint CKPT] [--samples S] [--out FILE]``.
+"""``diffda static-samples --data DIR [--checkpoint CKPT] [--samples S] [--lag L] [--out FILE]``.
 
-Samples of the 6-hour tendency ``x^{k+1} - x^k`` of a training trajectory (not the one scored), in
-the emulator's normalised units, for the static covariance of ``filter.static_gain``
-(:mod:`pipeline.models.static_samples`). Writes ``CKPT/static_samples.npz`` unless ``--out`` is given
+Samples of the tendency ``x^{k+L} - x^k`` over ``L`` cycles (6 hours each; ``L = 1`` by default) of a
+training trajectory (not the one scored), in the emulator's normalised units, for the static covariance
+of ``filter.static_gain`` (:mod:`pipeline.models.static_samples`). Writes ``CKPT/static_samples.npz`` unless ``--out`` is given
 (``CKPT`` defaults to the shipped sphere emulator, whose normalisation the samples take).
 """
 
@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "of a trajectory the filter is not scored on (e.g. the emulator's training run)")
     p.add_argument("--checkpoint", type=Path, help="emulator checkpoint directory (default: the shipped sphere64x32)")
     p.add_argument("--samples", type=int, default=128, help="number of tendencies S (default 128)")
+    p.add_argument("--lag", type=int, default=1, help="the tendency's span L in cycles of 6 hours (default 1; "
+                   "docs/sphere.md: what 2 and 4 gave)")
     p.add_argument("--out", type=Path, help="output file (default CKPT/static_samples.npz)")
     p.set_defaults(func=main)
 
@@ -47,9 +49,9 @@ def main(args: argparse.Namespace) -> int:
         if i % 32 == 0 or i == n:
             print(f"sample {i}/{n}  {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
 
-    tendencies, cycles = static_samples.estimate(problem, args.samples, progress)
+    tendencies, cycles = static_samples.estimate(problem, args.samples, progress, args.lag)
     out = args.out or Path(checkpoint) / static_samples.FILE
     static_samples.save(out, tendencies, cycles, str(args.data))
     rms = float(np.sqrt((tendencies.astype(np.float64) ** 2).mean()))
-    print(f"{len(cycles)} samples of the 6-hour tendency (RMS {rms:.3f}, normalised) in {out}")
+    print(f"{len(cycles)} samples of the {6 * args.lag}-hour tendency (RMS {rms:.3f}, normalised) in {out}")
     return 0

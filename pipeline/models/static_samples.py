@@ -1,11 +1,11 @@
-r"""Samples of the state's 6-hour tendency, for the static covariance of ``filter.static_gain``
-(:mod:`pipeline.filters.static_gain`).
+r"""Samples of the state's tendency over ``L`` cycles (6 hours each; ``L = 1`` by default), for the static
+covariance of ``filter.static_gain`` (:mod:`pipeline.filters.static_gain`).
 
 On a training trajectory (not the one scored), for ``S`` cycles ``k`` spread evenly over it:
 
-    t_k = x^{k+1} - x^k         (normalised units, as the filter's state; [*S] each)
+    t_k = x^{k+L} - x^k         (normalised units, as the filter's state; [*S] each)
 
-Their covariance is that of the 6-hour change of the atmosphere: large-scale, balanced (a
+Their covariance is that of the 6-hour change of the atmosphere (``L = 1``): large-scale, balanced (a
 temperature tendency comes with the geopotential and wind tendencies the dynamics tie to it), and of
 the size of the errors a 6-hourly analysis has to correct. Stored as ``static_samples.npz`` beside
 the checkpoint: ``samples`` ``[S, *S]`` float16, ``cycles`` and ``data`` (where they came from).
@@ -23,18 +23,21 @@ from ..errors import InputError
 FILE = "static_samples.npz"
 
 
-def estimate(problem, samples: int, progress=None) -> tuple[np.ndarray, list[int]]:
-    """``(tendencies [S, *S] float32, cycles)``: ``t_k`` for ``S`` cycles ``k`` evenly spaced over
-    ``problem``'s truth (``truth(k)`` and ``truth(k + 1)`` of those cycles only)."""
+def estimate(problem, samples: int, progress=None, lag: int = 1) -> tuple[np.ndarray, list[int]]:
+    """``(tendencies [S, *S] float32, cycles)``: ``t_k`` over ``lag`` cycles for ``S`` cycles ``k`` evenly
+    spaced over ``problem``'s truth (``truth(k)`` and ``truth(k + lag)`` of those cycles only)."""
     n = problem.n_cycles
-    if n - 1 < samples:
-        raise InputError(f"the data hold {n} cycles: {n - 1} tendencies, fewer than the {samples} samples asked; "
-                         "make a longer trajectory (make-data --set days=...) or lower --samples")
-    cycles = [1 + (i * (n - 1)) // samples for i in range(samples)]
+    if lag < 1:
+        raise InputError(f"--lag must be >= 1 cycle (got {lag})")
+    if n - lag < samples:
+        raise InputError(f"the data hold {n} cycles: {max(n - lag, 0)} tendencies over {lag} cycle(s), fewer than "
+                         f"the {samples} samples asked; make a longer trajectory (make-data --set days=...) or "
+                         "lower --samples")
+    cycles = [1 + (i * (n - lag)) // samples for i in range(samples)]
     out = []
     for k in cycles:
         x = problem.truth(k)
-        out.append((problem.truth(k + 1) - x).double().cpu().numpy().astype(np.float32))
+        out.append((problem.truth(k + lag) - x).double().cpu().numpy().astype(np.float32))
         if progress is not None:
             progress(len(out), samples)
     return np.stack(out), cycles

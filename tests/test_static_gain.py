@@ -102,9 +102,11 @@ def test_static_samples_file_is_checked(tmp_path):
         load_anomalies(tmp_path / "bad.npz", (2, 3))
 
 
-def test_tendencies_over_lag_cycles():
+def test_tendencies_over_lag_cycles(tmp_path, capsys):
     """``t_k = x^{k+L} - x^k`` on a trajectory ``x^k = k c``: every sample is ``L c``, the cycles evenly
-    spaced and the last ``k + L`` inside the data; too short a trajectory or ``L < 1`` is refused."""
+    spaced and the last ``k + L`` inside the data; too short a trajectory is refused, and ``--lag`` below
+    1 by name before any data is read or file written."""
+    from pipeline.cli import main
     from pipeline.models.static_samples import estimate
 
     c = torch.tensor([1.0, -2.0, 0.5])
@@ -122,8 +124,9 @@ def test_tendencies_over_lag_cycles():
         assert cycles == sorted(set(cycles))
     with pytest.raises(InputError, match="fewer than the 18 samples"):
         estimate(Line(), 18, lag=4)
-    with pytest.raises(InputError, match="--lag must be >= 1"):
-        estimate(Line(), 8, lag=0)
+    out = tmp_path / "s.npz"
+    assert main(["static-samples", "--data", str(tmp_path / "absent"), "--lag", "0", "--out", str(out)]) == 2
+    assert "--lag must be >= 1" in capsys.readouterr().err and not out.exists()
 
 
 pytest.importorskip("dinosaur")

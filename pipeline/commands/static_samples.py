@@ -2,8 +2,9 @@
 
 Samples of the tendency ``x^{k+L} - x^k`` over ``L`` cycles (6 hours each; ``L = 1`` by default) of a
 training trajectory (not the one scored), in the emulator's normalised units, for the static covariance
-of ``filter.static_gain`` (:mod:`pipeline.models.static_samples`). Writes ``CKPT/static_samples.npz`` unless ``--out`` is given
-(``CKPT`` defaults to the shipped sphere emulator, whose normalisation the samples take).
+of ``filter.static_gain`` (:mod:`pipeline.models.static_samples`). Writes ``CKPT/static_samples.npz``
+unless ``--out`` is given (``CKPT`` defaults to the shipped sphere emulator, whose normalisation the
+samples take).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.samples < 2:
         raise InputError(f"--samples must be >= 2 (got {args.samples})")
+    if args.lag < 1:
+        raise InputError(f"--lag must be >= 1 cycle (got {args.lag})")
     checkpoint = args.checkpoint or default_checkpoint()
     cfg = load_config(EMBEDDED_DEFAULT, ["run.cycles=null", f"model.checkpoint={checkpoint}"])
     problem = load_problem(cfg, args.data, torch.device("cpu"), torch.float64)

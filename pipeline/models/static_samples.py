@@ -24,15 +24,13 @@ FILE = "static_samples.npz"
 
 
 def estimate(problem, samples: int, progress=None, lag: int = 1) -> tuple[np.ndarray, list[int]]:
-    """``(tendencies [S, *S] float32, cycles)``: ``t_k`` over ``lag`` cycles for ``S`` cycles ``k`` evenly
-    spaced over ``problem``'s truth (``truth(k)`` and ``truth(k + lag)`` of those cycles only)."""
+    """``(tendencies [S, *S] float32, cycles)``: ``t_k`` over ``lag >= 1`` cycles for ``S`` cycles ``k``
+    evenly spaced over ``problem``'s truth (``truth(k)`` and ``truth(k + lag)`` of those cycles only)."""
     n = problem.n_cycles
-    if lag < 1:
-        raise InputError(f"--lag must be >= 1 cycle (got {lag})")
     if n - lag < samples:
-        raise InputError(f"the data hold {n} cycles: {max(n - lag, 0)} tendencies over {lag} cycle(s), fewer than "
-                         f"the {samples} samples asked; make a longer trajectory (make-data --set days=...) or "
-                         "lower --samples")
+        raise InputError(f"the data hold {n} cycles: {max(n - lag, 0)} tendencies over {lag} cycle(s), "
+                         f"fewer than the {samples} samples asked; make a longer trajectory "
+                         "(make-data --set days=...) or lower --samples")
     cycles = [1 + (i * (n - lag)) // samples for i in range(samples)]
     out = []
     for k in cycles:
